@@ -1,0 +1,378 @@
+//! Requests: what a client can ask of a memcached server, and how to write it.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::meta::MetaFlags;
+use crate::number::{push_i64, push_u64};
+
+/// Which storage command a [`Store`] came from; they differ only in the
+/// condition under which the value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreMode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if the key is absent.
+    Add,
+    /// Store only if the key is present.
+    Replace,
+    /// Add the data after the existing value (key must be present).
+    Append,
+    /// Add the data before the existing value (key must be present).
+    Prepend,
+    /// Store only if the item's CAS unique still equals the one given.
+    Cas,
+}
+
+impl StoreMode {
+    /// The text-protocol command name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas => "cas",
+        }
+    }
+}
+
+/// A text-protocol storage command with its data block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// Which storage command.
+    pub mode: StoreMode,
+    /// The key, a slice of the read buffer.
+    pub key: Bytes,
+    /// Opaque client flags stored with the item.
+    pub flags: u32,
+    /// Expiry as the client sent it (memcached's rules apply in the store).
+    pub exptime: i32,
+    /// The data block without its trailing `\r\n`, a slice of the read buffer.
+    pub data: Bytes,
+    /// The CAS unique to compare against (only meaningful for [`StoreMode::Cas`]).
+    pub cas_unique: u64,
+    /// The client asked for no reply.
+    pub noreply: bool,
+}
+
+/// A meta command (`mg`, `md`, `ma`) with its key and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The key, already base64-decoded when the `b` flag was given.
+    pub key: Bytes,
+    /// The flags in request order plus their parsed values.
+    pub flags: MetaFlags,
+}
+
+/// Why a line could not be executed; the server answers with the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Plain `ERROR`: unknown command or wrong number of tokens.
+    Error,
+    /// `CLIENT_ERROR <message>`: the client sent something malformed.
+    Client,
+    /// `SERVER_ERROR <message>`: the server cannot do what was asked.
+    Server,
+    /// A complete line of its own (e.g. `ERROR: shutdown not enabled`).
+    Raw,
+}
+
+/// An error reply produced while parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// Which error family.
+    pub kind: ErrorKind,
+    /// The message after the family word (empty for plain `ERROR`).
+    pub message: &'static str,
+    /// memcached suppresses some parse errors when the line asked for noreply.
+    pub noreply: bool,
+}
+
+impl ErrorReply {
+    pub(crate) const fn error() -> Self {
+        ErrorReply {
+            kind: ErrorKind::Error,
+            message: "",
+            noreply: false,
+        }
+    }
+    pub(crate) const fn client(message: &'static str, noreply: bool) -> Self {
+        ErrorReply {
+            kind: ErrorKind::Client,
+            message,
+            noreply,
+        }
+    }
+
+    /// Writes the reply line (regardless of `noreply`; the caller decides).
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self.kind {
+            ErrorKind::Error => out.extend_from_slice(b"ERROR"),
+            ErrorKind::Client => {
+                out.extend_from_slice(b"CLIENT_ERROR ");
+                out.extend_from_slice(self.message.as_bytes());
+            }
+            ErrorKind::Server => {
+                out.extend_from_slice(b"SERVER_ERROR ");
+                out.extend_from_slice(self.message.as_bytes());
+            }
+            ErrorKind::Raw => out.extend_from_slice(self.message.as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// One parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `get`/`gets`/`bget`: fetch keys, with CAS uniques for `gets`.
+    Get {
+        /// Keys in request order (duplicates kept, as memcached answers each).
+        keys: Vec<Bytes>,
+        /// `gets`: include the CAS unique.
+        cas: bool,
+    },
+    /// `gat`/`gats`: fetch keys and set their expiry.
+    Gat {
+        /// New expiry for every key found.
+        exptime: i32,
+        /// Keys in request order.
+        keys: Vec<Bytes>,
+        /// `gats`: include the CAS unique.
+        cas: bool,
+    },
+    /// `set`/`add`/`replace`/`append`/`prepend`/`cas`.
+    Store(Store),
+    /// `incr`/`decr`.
+    Arith {
+        /// The key.
+        key: Bytes,
+        /// Amount to add or subtract.
+        delta: u64,
+        /// `incr` (true) or `decr` (false).
+        incr: bool,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `touch <key> <exptime>`.
+    Touch {
+        /// The key.
+        key: Bytes,
+        /// New expiry.
+        exptime: i32,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `delete <key>`.
+    Delete {
+        /// The key.
+        key: Bytes,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `flush_all [delay]`.
+    FlushAll {
+        /// Seconds (or absolute time) after which everything older is invalid; 0 = now.
+        delay: i32,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `version`.
+    Version,
+    /// `verbosity <level>`.
+    Verbosity {
+        /// The requested level.
+        level: u32,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `stats [group …]`: the words after `stats`.
+    Stats {
+        /// Subcommand and its arguments (empty for plain `stats`).
+        args: Vec<Bytes>,
+    },
+    /// `quit`: close after answering what came before.
+    Quit,
+    /// `mn`: the meta no-op, a pipeline marker.
+    MetaNoop,
+    /// `me <key> [b]`: the meta debug command.
+    MetaDebug {
+        /// The (decoded) key.
+        key: Bytes,
+        /// The key was given base64-encoded.
+        base64: bool,
+    },
+    /// `mg <key> <flags>*`.
+    MetaGet(Meta),
+    /// `ms <key> <datalen> <flags>*` with its data block.
+    MetaSet {
+        /// Key and flags.
+        meta: Meta,
+        /// The data block without `\r\n`.
+        data: Bytes,
+    },
+    /// `md <key> <flags>*`.
+    MetaDelete(Meta),
+    /// `ma <key> <flags>*`.
+    MetaArith(Meta),
+    /// A value larger than the item size limit. Its data block has been (or
+    /// will be) swallowed so the connection stays in sync.
+    TooLarge {
+        /// The key: memcached removes a `set` target so stale data cannot linger.
+        key: Bytes,
+        /// Whether the existing item must be removed (text `set`, and `ms`).
+        remove_existing: bool,
+        /// The client asked for no reply (text commands only).
+        noreply: bool,
+    },
+    /// A line that is answered with an error and otherwise ignored.
+    Invalid(ErrorReply),
+    /// Input after which memcached closes the connection without a word
+    /// (an HTTP request line).
+    Close,
+}
+
+fn push_key_line(out: &mut BytesMut, name: &str, keys: &[Bytes]) {
+    out.extend_from_slice(name.as_bytes());
+    for k in keys {
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(k);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_noreply(out: &mut BytesMut, noreply: bool) {
+    if noreply {
+        out.extend_from_slice(b" noreply");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Command {
+    /// Writes the request in memcached's wire format. Parsing the output
+    /// yields an equal command (for every variant that a client can send).
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Command::Get { keys, cas } => {
+                push_key_line(out, if *cas { "gets" } else { "get" }, keys)
+            }
+            Command::Gat { exptime, keys, cas } => {
+                out.extend_from_slice(if *cas { b"gats " } else { b"gat " });
+                push_i64(out, i64::from(*exptime));
+                push_key_line(out, "", keys);
+            }
+            Command::Store(s) => {
+                out.extend_from_slice(s.mode.name().as_bytes());
+                out.extend_from_slice(b" ");
+                out.extend_from_slice(&s.key);
+                out.extend_from_slice(b" ");
+                push_u64(out, u64::from(s.flags));
+                out.extend_from_slice(b" ");
+                push_i64(out, i64::from(s.exptime));
+                out.extend_from_slice(b" ");
+                push_u64(out, s.data.len() as u64);
+                if s.mode == StoreMode::Cas {
+                    out.extend_from_slice(b" ");
+                    push_u64(out, s.cas_unique);
+                }
+                push_noreply(out, s.noreply);
+                out.extend_from_slice(&s.data);
+                out.extend_from_slice(b"\r\n");
+            }
+            Command::Arith {
+                key,
+                delta,
+                incr,
+                noreply,
+            } => {
+                out.extend_from_slice(if *incr { b"incr " } else { b"decr " });
+                out.extend_from_slice(key);
+                out.extend_from_slice(b" ");
+                push_u64(out, *delta);
+                push_noreply(out, *noreply);
+            }
+            Command::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                out.extend_from_slice(b"touch ");
+                out.extend_from_slice(key);
+                out.extend_from_slice(b" ");
+                push_i64(out, i64::from(*exptime));
+                push_noreply(out, *noreply);
+            }
+            Command::Delete { key, noreply } => {
+                out.extend_from_slice(b"delete ");
+                out.extend_from_slice(key);
+                push_noreply(out, *noreply);
+            }
+            Command::FlushAll { delay, noreply } => {
+                out.extend_from_slice(b"flush_all ");
+                push_i64(out, i64::from(*delay));
+                push_noreply(out, *noreply);
+            }
+            Command::Version => out.extend_from_slice(b"version\r\n"),
+            Command::Verbosity { level, noreply } => {
+                out.extend_from_slice(b"verbosity ");
+                push_u64(out, u64::from(*level));
+                push_noreply(out, *noreply);
+            }
+            Command::Stats { args } => push_key_line(out, "stats", args),
+            Command::Quit => out.extend_from_slice(b"quit\r\n"),
+            Command::MetaNoop => out.extend_from_slice(b"mn\r\n"),
+            Command::MetaDebug { key, base64 } => {
+                out.extend_from_slice(b"me ");
+                crate::meta::push_key(out, key, *base64);
+                if *base64 {
+                    out.extend_from_slice(b" b");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            Command::MetaGet(m) => m.encode("mg", None, out),
+            Command::MetaSet { meta, data } => {
+                meta.encode("ms", Some(data.len()), out);
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+            Command::MetaDelete(m) => m.encode("md", None, out),
+            Command::MetaArith(m) => m.encode("ma", None, out),
+            // Server-side outcomes of parsing; a client never sends these.
+            Command::TooLarge { .. } | Command::Invalid(_) | Command::Close => {}
+        }
+    }
+
+    /// Whether the client asked for no reply to this command.
+    pub fn noreply(&self) -> bool {
+        match self {
+            Command::Store(s) => s.noreply,
+            Command::Arith { noreply, .. }
+            | Command::Touch { noreply, .. }
+            | Command::Delete { noreply, .. }
+            | Command::FlushAll { noreply, .. }
+            | Command::Verbosity { noreply, .. }
+            | Command::TooLarge { noreply, .. } => *noreply,
+            Command::Invalid(e) => e.noreply,
+            _ => false,
+        }
+    }
+}
+
+impl Meta {
+    fn encode(&self, name: &str, datalen: Option<usize>, out: &mut BytesMut) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b" ");
+        crate::meta::push_key(out, &self.key, self.flags.base64);
+        if let Some(len) = datalen {
+            out.extend_from_slice(b" ");
+            push_u64(out, len as u64);
+        }
+        for t in &self.flags.tokens {
+            out.extend_from_slice(b" ");
+            out.extend_from_slice(&[t.flag]);
+            out.extend_from_slice(&t.arg);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}

@@ -1,0 +1,104 @@
+//! Command-line settings, named and defaulted as memcached's where they overlap.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+
+/// zonecached: one zonecache node. Speaks the memcached text and meta protocol.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "zonecached", version, about)]
+pub struct Config {
+    /// TCP port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+
+    /// Interface to listen on (loopback unless asked otherwise).
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
+    pub listen: IpAddr,
+
+    /// Memory for items in MiB, including all per-item overhead and the index.
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
+    pub memory_mb: usize,
+
+    /// Maximum simultaneous connections.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Worker threads (default: number of cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+
+    /// Largest item, e.g. 1m, 512k or a byte count (memcached's -I).
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
+    pub item_size_max: usize,
+
+    /// Verbose logging; repeat for more (-vv).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Close connections idle for this many seconds (0 = never).
+    #[arg(long = "idle-timeout", default_value_t = 0)]
+    pub idle_timeout: u64,
+
+    /// Listen backlog.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    pub backlog: i32,
+}
+
+impl Config {
+    /// Worker threads to run.
+    pub fn worker_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(4)
+        })
+    }
+}
+
+/// Parses `1m`, `512k`, `2g` or a plain byte count, as memcached's -I does.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, 'b'),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: use e.g. 1m, 512k or 1048576"))?;
+    let bytes = match unit {
+        'b' => n,
+        'k' => n << 10,
+        'm' => n << 20,
+        'g' => n << 30,
+        _ => return Err(format!("'{s}': unknown unit, use k, m or g")),
+    };
+    if !(1024..=1 << 30).contains(&bytes) {
+        return Err(format!("item size {bytes} out of range: use 1k to 1g"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("abc").is_err());
+    }
+
+    #[test]
+    fn defaults_match_memcached() {
+        let c = Config::parse_from(["zonecached"]);
+        assert_eq!(c.port, 11211);
+        assert_eq!(c.listen.to_string(), "127.0.0.1");
+        assert_eq!(c.memory_mb, 64);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.item_size_max, 1 << 20);
+    }
+}

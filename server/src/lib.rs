@@ -1,0 +1,11 @@
+//! # zonecache-server
+//!
+//! The `zonecached` node: the storage engine (`store/`), the network front
+//! (`net/`), stats and configuration. The cluster layer (topology, ring,
+//! routing, replication, health) will sit between the network front and the
+//! storage, in `cluster/`, and reach peers through `zonecache-client`.
+
+pub mod config;
+pub mod net;
+pub mod stats;
+pub mod store;

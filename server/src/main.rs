@@ -1,0 +1,128 @@
+//! `zonecached`: one zonecache node, started like memcached.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::watch;
+use zonecache_proto::ParserConfig;
+use zonecache_server::config::Config;
+use zonecache_server::net::{self, Shared};
+use zonecache_server::stats::{ConnRegistry, ServerStats, Settings};
+use zonecache_server::store::{Engine, EngineConfig, Storage};
+
+/// How often expired items are reclaimed in the background.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    init_tracing(config.verbose);
+    let threads = config.worker_threads();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zonecached: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, threads)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonecached: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config, threads: usize) -> Result<(), String> {
+    let engine = Engine::new(EngineConfig {
+        memory_limit: config.memory_mb << 20,
+        threads,
+    });
+    let shards = engine.shard_count();
+    let storage: Arc<dyn Storage> = Arc::new(engine);
+    let addr = SocketAddr::new(config.listen, config.port);
+    let listener = net::bind(addr, config.backlog).map_err(|e| {
+        format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
+    })?;
+    let shared = Arc::new(Shared {
+        storage: storage.clone(),
+        stats: ServerStats::default(),
+        settings: Settings {
+            max_bytes: (config.memory_mb as u64) << 20,
+            max_connections: config.max_connections,
+            port: config.port,
+            interface: config.listen.to_string(),
+            threads,
+            item_size_max: config.item_size_max,
+            backlog: config.backlog,
+            idle_timeout: config.idle_timeout,
+            shards,
+        },
+        conns: Arc::new(ConnRegistry::default()),
+        parser: ParserConfig {
+            item_size_max: config.item_size_max,
+            ..ParserConfig::default()
+        },
+        idle_timeout: (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout)),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = {
+        let storage = storage.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => storage.sweep(),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+    tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
+    let server = tokio::spawn(net::serve(listener, shared, stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    match server.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

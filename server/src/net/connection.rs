@@ -1,0 +1,110 @@
+//! One client connection: read, parse every complete request in the
+//! buffer, answer them in order with as few writes as possible.
+//!
+//! Back-pressure: the next read happens only after the replies so far are
+//! written, so a client that doesn't read its replies stops being read.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use zonecache_proto::RequestParser;
+
+use super::exec::{self, Flow};
+use super::Shared;
+use crate::stats::ConnCounters;
+
+/// Read buffer growth step; memcached reads 16 KiB at a time too.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers grown past this by a large value are released once empty.
+const KEEP_BUFFER: usize = 256 * 1024;
+
+pub async fn serve(
+    shared: &Shared,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let local = stream.local_addr()?;
+    let clock = shared.storage.clock();
+    let guard = shared.conns.register(peer, local, clock.now());
+    tracing::debug!(%peer, "connection opened");
+    let mut parser = RequestParser::new(shared.parser);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut counters = ConnCounters::default();
+    let result = 'conn: loop {
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let read = async {
+            match shared.idle_timeout {
+                Some(idle) => match tokio::time::timeout(idle, stream.read_buf(&mut rbuf)).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(0), // idle too long: close like a disconnect
+                },
+                None => stream.read_buf(&mut rbuf).await,
+            }
+        };
+        let n = tokio::select! {
+            r = read => r,
+            _ = shutdown.changed() => break 'conn Ok(()),
+        };
+        let n = match n {
+            Ok(0) => break 'conn Ok(()),
+            Ok(n) => n,
+            Err(e) => break 'conn Err(e),
+        };
+        counters.bytes_read += n as u64;
+        loop {
+            let cmd = match parser.parse(&mut rbuf) {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => break,
+                Err(fatal) => {
+                    tracing::debug!(%peer, %fatal, "closing connection");
+                    let _ = flush(&mut stream, &mut wbuf, &mut counters).await;
+                    break 'conn Ok(());
+                }
+            };
+            match exec::run(shared, cmd, &mut wbuf, &mut counters, &mut stream).await? {
+                Flow::Continue => {}
+                Flow::Close => {
+                    flush(&mut stream, &mut wbuf, &mut counters).await?;
+                    break 'conn Ok(());
+                }
+                Flow::Drop => break 'conn Ok(()),
+            }
+            if wbuf.len() >= exec::HIGH_WATER {
+                flush(&mut stream, &mut wbuf, &mut counters).await?;
+            }
+        }
+        flush(&mut stream, &mut wbuf, &mut counters).await?;
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+            rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if wbuf.capacity() > KEEP_BUFFER {
+            wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        shared.stats.absorb(&mut counters);
+        guard.info.last_cmd.store(clock.now(), Ordering::Relaxed);
+    };
+    shared.stats.absorb(&mut counters);
+    tracing::debug!(%peer, "connection closed");
+    result
+}
+
+async fn flush(
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    counters: &mut ConnCounters,
+) -> std::io::Result<()> {
+    if !wbuf.is_empty() {
+        stream.write_all(wbuf).await?;
+        counters.bytes_written += wbuf.len() as u64;
+        wbuf.clear();
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The engine: shards chosen by key hash, each behind its own mutex, so
+//! there is no global lock on the hot path.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::shard::{Shard, SEGMENT_SIZE};
+use super::{
+    ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, ItemView, ReadOptions,
+    Storage, StoreOutcome, StoreRequest, StoreStats,
+};
+
+/// Each shard should hold at least this many regular segments, so eviction
+/// a segment at a time stays fine-grained.
+const MIN_SEGMENTS_PER_SHARD: usize = 32;
+/// More shards than this buys nothing on the machines we target.
+const MAX_SHARDS: usize = 64;
+/// Segments the background sweep visits per shard per call.
+const SWEEP_SEGMENTS: usize = 16;
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Bytes for items including all per-item overhead and the index (`-m`).
+    pub memory_limit: usize,
+    /// Worker threads, to size the shard count.
+    pub threads: usize,
+}
+
+/// The sharded store.
+pub struct Engine {
+    shards: Box<[Mutex<Shard>]>,
+    /// Chooses the shard; independent of the shards' own index hashing.
+    hasher: ahash::RandomState,
+    clock: Clock,
+    /// Clock time at which a delayed `flush_all` takes effect (0 = none).
+    flush_at: AtomicU32,
+    /// The last delayed flush each shard has applied.
+    flushed: Box<[AtomicU32]>,
+    limit: usize,
+}
+
+impl Engine {
+    /// An engine with `config`'s memory limit, split evenly over its shards.
+    pub fn new(config: EngineConfig) -> Engine {
+        let wanted = (config.threads.max(1) * 8).next_power_of_two();
+        let by_memory = (config.memory_limit / (MIN_SEGMENTS_PER_SHARD * SEGMENT_SIZE)).max(1);
+        let count = wanted.min(MAX_SHARDS).min(prev_power_of_two(by_memory));
+        let per_shard = config.memory_limit / count;
+        let hasher = ahash::RandomState::new();
+        let shards = (0..count)
+            .map(|_| Mutex::new(Shard::new(per_shard, hasher.clone())))
+            .collect();
+        Engine {
+            shards,
+            hasher: ahash::RandomState::new(),
+            clock: Clock::new(),
+            flush_at: AtomicU32::new(0),
+            flushed: (0..count).map(|_| AtomicU32::new(0)).collect(),
+            limit: config.memory_limit,
+        }
+    }
+
+    fn shard_index(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    }
+
+    /// Locks shard `i`, applying a due delayed flush first.
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        shard.set_now(now);
+        let due = self.flush_at.load(Ordering::Acquire);
+        if due != 0 && now >= due && self.flushed[i].load(Ordering::Relaxed) != due {
+            shard.clear();
+            self.flushed[i].store(due, Ordering::Relaxed);
+        }
+        shard
+    }
+
+    fn shard_for(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        self.lock(self.shard_index(key))
+    }
+
+    /// Number of shards (for stats).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    if n.is_power_of_two() {
+        n
+    } else {
+        n.next_power_of_two() / 2
+    }
+}
+
+impl Storage for Engine {
+    fn read(&self, key: &[u8], opts: ReadOptions, f: &mut dyn FnMut(Option<&ItemView<'_>>)) {
+        self.shard_for(key).read(key, opts, &self.clock, f)
+    }
+
+    fn store(&self, req: &StoreRequest<'_>) -> StoreOutcome {
+        self.shard_for(req.key).store(req, &self.clock)
+    }
+
+    fn arith(&self, req: &ArithRequest<'_>) -> ArithOutcome {
+        self.shard_for(req.key).arith(req, &self.clock)
+    }
+
+    fn touch(&self, key: &[u8], exptime: i32) -> bool {
+        self.shard_for(key).touch(key, exptime, &self.clock)
+    }
+
+    fn delete(&self, key: &[u8], req: &DeleteRequest) -> DeleteOutcome {
+        self.shard_for(key).delete(key, req, &self.clock)
+    }
+
+    fn flush_all(&self, delay: i32) {
+        if delay > 0 {
+            let at = self.clock.expiry(delay).max(1);
+            self.flush_at.store(at, Ordering::Release);
+            return;
+        }
+        // An immediate flush also cancels a pending delayed one, as a new
+        // flush_all replaces memcached's oldest_live.
+        self.flush_at.store(0, Ordering::Release);
+        for i in 0..self.shards.len() {
+            self.lock(i).clear();
+        }
+    }
+
+    fn sweep(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).sweep(SWEEP_SEGMENTS);
+        }
+    }
+
+    fn stats(&self) -> StoreStats {
+        let mut out = StoreStats::default();
+        for i in 0..self.shards.len() {
+            self.lock(i).add_stats(&mut out);
+        }
+        out
+    }
+
+    fn reset_stats(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).stats = StoreStats::default();
+        }
+    }
+
+    fn limit_maxbytes(&self) -> u64 {
+        self.limit as u64
+    }
+
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{StoreKind, StoreStatus};
+    use super::*;
+
+    fn engine(mb: usize) -> Engine {
+        Engine::new(EngineConfig {
+            memory_limit: mb << 20,
+            threads: 2,
+        })
+    }
+
+    fn get(e: &Engine, key: &[u8]) -> Option<Vec<u8>> {
+        let mut out = None;
+        e.read(key, ReadOptions::default(), &mut |v| {
+            out = v.map(|v| v.value.to_vec())
+        });
+        out
+    }
+
+    fn set(e: &Engine, key: &[u8], value: &[u8]) -> StoreStatus {
+        e.store(&StoreRequest::new(StoreKind::Set, key, value, 0, 0))
+            .status
+    }
+
+    #[test]
+    fn set_get_replace_delete() {
+        let e = engine(8);
+        assert_eq!(set(&e, b"a", b"1"), StoreStatus::Stored);
+        assert_eq!(get(&e, b"a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(set(&e, b"a", b"22"), StoreStatus::Stored);
+        assert_eq!(get(&e, b"a").as_deref(), Some(&b"22"[..]));
+        assert_eq!(
+            e.delete(b"a", &DeleteRequest::default()),
+            DeleteOutcome::Deleted
+        );
+        assert_eq!(get(&e, b"a"), None);
+        assert_eq!(e.stats().curr_items, 0);
+    }
+
+    #[test]
+    fn memory_stays_within_limit_under_churn() {
+        let e = engine(4);
+        let value = vec![b'v'; 300];
+        for i in 0..200_000u32 {
+            let key = format!("key:{i}");
+            assert_eq!(set(&e, key.as_bytes(), &value), StoreStatus::Stored);
+        }
+        let stats = e.stats();
+        assert!(stats.allocated <= 4 << 20, "allocated {}", stats.allocated);
+        assert!(stats.evictions > 0);
+        assert!(stats.curr_items > 5_000, "holds {}", stats.curr_items);
+        // every item the index claims is readable
+        let mut readable = 0;
+        for i in 0..200_000u32 {
+            if get(&e, format!("key:{i}").as_bytes()).is_some() {
+                readable += 1;
+            }
+        }
+        assert_eq!(readable as u64, stats.curr_items);
+    }
+
+    #[test]
+    fn frequently_read_keys_survive_a_scan() {
+        let e = engine(4);
+        let value = vec![b'v'; 200];
+        for i in 0..1000u32 {
+            set(&e, format!("hot:{i}").as_bytes(), &value);
+        }
+        // A long scan of one-hit wonders, while the hot set keeps being read.
+        for round in 0..50u32 {
+            for i in 0..1000u32 {
+                get(&e, format!("hot:{i}").as_bytes());
+            }
+            for i in 0..2000u32 {
+                set(&e, format!("scan:{round}:{i}").as_bytes(), &value);
+            }
+        }
+        let hot = (0..1000u32)
+            .filter(|i| get(&e, format!("hot:{i}").as_bytes()).is_some())
+            .count();
+        assert!(hot > 950, "only {hot} of 1000 hot keys survived");
+    }
+
+    #[test]
+    fn large_values_use_dedicated_segments() {
+        let e = engine(16);
+        let big = vec![b'x'; 500_000];
+        assert_eq!(set(&e, b"big", &big), StoreStatus::Stored);
+        assert_eq!(get(&e, b"big").map(|v| v.len()), Some(500_000));
+        for i in 0..100 {
+            set(&e, format!("big{i}").as_bytes(), &big);
+        }
+        assert!(e.stats().allocated <= 16 << 20);
+    }
+
+    #[test]
+    fn flush_all_clears() {
+        let e = engine(8);
+        set(&e, b"a", b"1");
+        e.flush_all(0);
+        assert_eq!(get(&e, b"a"), None);
+        set(&e, b"b", b"1");
+        assert_eq!(get(&e, b"b").as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn cas_survives_eviction_moves() {
+        let e = engine(4);
+        let out = e.store(&StoreRequest::new(StoreKind::Set, b"k", b"v", 0, 0));
+        let mut cas = 0;
+        e.read(b"k", ReadOptions::default(), &mut |v| cas = v.unwrap().cas);
+        assert_eq!(cas, out.cas);
+        for i in 0..100_000u32 {
+            set(&e, format!("filler:{i}").as_bytes(), &[b'f'; 100]);
+            if i % 100 == 0 {
+                get(&e, b"k");
+            }
+        }
+        let mut after = 0;
+        e.read(b"k", ReadOptions::default(), &mut |v| {
+            after = v.unwrap().cas
+        });
+        assert_eq!(after, cas, "a move must not change the CAS");
+    }
+}

@@ -1,0 +1,278 @@
+//! The storage engine: memory-bounded, evicting, TTL and CAS aware. It knows
+//! nothing of sockets, zones or the wire format; the network front and the
+//! cluster reach it only through the [`Storage`] trait, one method per
+//! operation, in the spirit of Pelikan's storage layer.
+
+mod clock;
+mod engine;
+mod item;
+mod shard;
+
+pub use clock::Clock;
+pub use engine::{Engine, EngineConfig};
+pub use shard::SEGMENT_SIZE;
+
+/// Outcome of a storage command, in memcached's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// `STORED` / `HD`
+    Stored,
+    /// `NOT_STORED` / `NS`
+    NotStored,
+    /// `EXISTS` / `EX`: CAS mismatch.
+    Exists,
+    /// `NOT_FOUND` / `NF`
+    NotFound,
+    /// The item could not be allocated even after evicting.
+    OutOfMemory,
+}
+
+/// How a store combines the new data with what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Store unconditionally.
+    Set,
+    /// Only if absent.
+    Add,
+    /// Only if present.
+    Replace,
+    /// Concatenate after the existing value.
+    Append,
+    /// Concatenate before the existing value.
+    Prepend,
+}
+
+/// A write of one item.
+#[derive(Debug, Clone)]
+pub struct StoreRequest<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The data block.
+    pub value: &'a [u8],
+    /// Client flags.
+    pub flags: u32,
+    /// Expiry as a client sends it (memcached's rules).
+    pub exptime: i32,
+    /// The combination rule.
+    pub kind: StoreKind,
+    /// Store only if the item's CAS equals this (text `cas`, meta `C`).
+    pub compare_cas: Option<u64>,
+    /// With `compare_cas`: an older CAS still stores, but marks the item stale
+    /// (meta `I`).
+    pub invalidate: bool,
+    /// Use this CAS for the new item instead of a fresh one (meta `E`).
+    pub new_cas: Option<u64>,
+    /// Append/prepend on a miss creates the item with this TTL (meta `N`).
+    pub vivify: Option<i32>,
+    /// The key travels base64-encoded (meta `b`); remembered for `k` replies.
+    pub key_binary: bool,
+}
+
+impl<'a> StoreRequest<'a> {
+    /// A plain request of `kind` with everything else at its default.
+    pub fn new(kind: StoreKind, key: &'a [u8], value: &'a [u8], flags: u32, exptime: i32) -> Self {
+        StoreRequest {
+            key,
+            value,
+            flags,
+            exptime,
+            kind,
+            compare_cas: None,
+            invalidate: false,
+            new_cas: None,
+            vivify: None,
+            key_binary: false,
+        }
+    }
+}
+
+/// Result of a store: status and the CAS of the item now stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// What happened.
+    pub status: StoreStatus,
+    /// CAS of the stored item (0 when nothing was stored).
+    pub cas: u64,
+}
+
+/// Options of a read; plain `get` uses the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Set a new expiry (gat, meta `T`).
+    pub touch: Option<i32>,
+    /// Don't bump the item (meta `u`).
+    pub no_update: bool,
+    /// On a miss, create an empty item with this TTL and win its token (meta `N`).
+    pub vivify: Option<i32>,
+    /// Win the recache token when the remaining TTL is below this (meta `R`).
+    pub recache: Option<i32>,
+    /// The key travels base64-encoded (for vivified items).
+    pub key_binary: bool,
+}
+
+/// What a read sees of an item, handed to the caller under the shard lock so
+/// the value can be written straight into the reply buffer.
+#[derive(Debug)]
+pub struct ItemView<'a> {
+    /// The stored key.
+    pub key: &'a [u8],
+    /// The data.
+    pub value: &'a [u8],
+    /// Client flags.
+    pub flags: u32,
+    /// CAS unique.
+    pub cas: u64,
+    /// Remaining TTL in seconds before a `T` touch, -1 if none.
+    pub ttl_before: i64,
+    /// Remaining TTL in seconds after a touch, -1 if none.
+    pub ttl: i64,
+    /// Seconds since the item was last accessed (before this read).
+    pub last_access: u32,
+    /// The item had been fetched before this read.
+    pub fetched_before: bool,
+    /// This read won the right to recache (`W`).
+    pub won: bool,
+    /// The item is stale (`X`).
+    pub stale: bool,
+    /// Another client already holds the win token (`Z`).
+    pub token_sent: bool,
+    /// The key was stored base64-encoded (`b` on `k` replies).
+    pub key_binary: bool,
+    /// The item was just created by vivify.
+    pub vivified: bool,
+    /// memcached's idea of the item's total size (for `me`).
+    pub memcached_size: usize,
+}
+
+/// Arithmetic request (`incr`/`decr`/`ma`).
+#[derive(Debug, Clone, Copy)]
+pub struct ArithRequest<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// Increment (true) or decrement.
+    pub incr: bool,
+    /// Amount.
+    pub delta: u64,
+    /// Proceed only if the CAS matches (meta `C`).
+    pub compare_cas: Option<u64>,
+    /// Use this CAS for the result (meta `E`).
+    pub new_cas: Option<u64>,
+    /// On a miss, create the item with (TTL, initial value) (meta `N`, `J`).
+    pub vivify: Option<(i32, u64)>,
+    /// Update the TTL (meta `T`).
+    pub touch: Option<i32>,
+    /// The key travels base64-encoded.
+    pub key_binary: bool,
+}
+
+/// Result of arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    /// The new value, its CAS, and remaining TTL (-1 none).
+    Done {
+        /// The value after the operation.
+        value: u64,
+        /// CAS of the updated item.
+        cas: u64,
+        /// Remaining TTL, -1 if none.
+        ttl: i64,
+    },
+    /// No such item.
+    NotFound,
+    /// The value is not a decimal number.
+    NonNumeric,
+    /// CAS mismatch.
+    Exists,
+    /// No memory for the new value.
+    OutOfMemory,
+}
+
+/// Options of a delete (`delete`/`md`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteRequest {
+    /// Delete only if the CAS matches (meta `C`).
+    pub compare_cas: Option<u64>,
+    /// Mark stale instead of removing (meta `I`), optionally with a new TTL.
+    pub invalidate: bool,
+    /// New TTL when invalidating (meta `T`).
+    pub ttl: Option<i32>,
+    /// Keep the item but drop its value (meta `x`).
+    pub remove_value: bool,
+    /// CAS for the invalidated item (meta `E`).
+    pub new_cas: Option<u64>,
+}
+
+/// Result of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Removed (or invalidated).
+    Deleted,
+    /// No such item.
+    NotFound,
+    /// CAS mismatch.
+    Exists,
+}
+
+/// Counters the engine keeps (summed over shards), named as memcached names them.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub get_expired: u64,
+    pub get_flushed: u64,
+    pub touch_hits: u64,
+    pub touch_misses: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    pub incr_hits: u64,
+    pub incr_misses: u64,
+    pub decr_hits: u64,
+    pub decr_misses: u64,
+    pub cas_hits: u64,
+    pub cas_misses: u64,
+    pub cas_badval: u64,
+    pub evictions: u64,
+    pub evicted_unfetched: u64,
+    pub expired_unfetched: u64,
+    pub reclaimed: u64,
+    pub total_items: u64,
+    pub curr_items: u64,
+    /// Bytes of key + value + item header of live items.
+    pub bytes: u64,
+    /// Bytes the engine holds: segments, index and ghost table.
+    pub allocated: u64,
+    /// Segments in the small (probation) queue.
+    pub small_segments: u64,
+    /// Segments in the main queue.
+    pub main_segments: u64,
+    /// Items promoted from the small to the main queue.
+    pub promoted: u64,
+    /// Items that came back while their key was in the ghost table.
+    pub ghost_hits: u64,
+}
+
+/// The storage operations the node needs; one method per operation.
+pub trait Storage: Send + Sync + 'static {
+    /// Reads `key`; `f` sees the item (or `None`) under the shard lock.
+    fn read(&self, key: &[u8], opts: ReadOptions, f: &mut dyn FnMut(Option<&ItemView<'_>>));
+    /// Writes an item.
+    fn store(&self, req: &StoreRequest<'_>) -> StoreOutcome;
+    /// `incr`/`decr`/`ma`.
+    fn arith(&self, req: &ArithRequest<'_>) -> ArithOutcome;
+    /// Sets a new expiry; false when the key is absent.
+    fn touch(&self, key: &[u8], exptime: i32) -> bool;
+    /// Removes (or invalidates) an item.
+    fn delete(&self, key: &[u8], req: &DeleteRequest) -> DeleteOutcome;
+    /// `flush_all [delay]`.
+    fn flush_all(&self, delay: i32);
+    /// Reclaims expired items; called periodically by a background task.
+    fn sweep(&self);
+    /// Counters summed over the engine.
+    fn stats(&self) -> StoreStats;
+    /// `stats reset`: zero the counters (not the gauges).
+    fn reset_stats(&self);
+    /// The memory limit in bytes.
+    fn limit_maxbytes(&self) -> u64;
+    /// The clock the engine judges expiry by.
+    fn clock(&self) -> &Clock;
+}
