@@ -2,4 +2,247 @@
 //!
 //! End-to-end tests with real processes on loopback: `zonecached` nodes
 //! (and stock `memcached` where a comparison is needed) started on free
-//! ports, driven over TCP, and cleaned up when a test ends.
+//! ports, driven over TCP, and killed when a test ends. Every wait is bounded.
+
+pub mod corpus;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a single reply may take.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A free loopback port (the OS picks it; we release it for the server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The workspace's target directory for the profile these tests run in.
+fn target_dir() -> PathBuf {
+    // tests run from target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Path of the `zonecached` binary, built once per test process so the
+/// tests never run a stale server (`cargo test -p zonecache-tests` alone
+/// would not rebuild another package's binary).
+pub fn zonecached_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = target_dir();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "zonecache-server",
+                "--bin",
+                "zonecached",
+            ]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(status.success(), "building zonecached failed");
+            dir.join("zonecached")
+        })
+        .clone()
+}
+
+/// A server process that is killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it is, for messages.
+    pub name: &'static str,
+}
+
+impl Server {
+    /// Starts `zonecached` on a free port with extra arguments.
+    pub fn zonecached(args: &[&str]) -> Server {
+        Self::start("zonecached", |port| {
+            let mut c = Command::new(zonecached_binary());
+            c.args(["-p", &port.to_string(), "-l", "127.0.0.1"])
+                .args(args);
+            c
+        })
+    }
+
+    /// Starts stock `memcached` on a free port with extra arguments.
+    pub fn memcached(args: &[&str]) -> Server {
+        Self::start("memcached", |port| {
+            let mut c = Command::new("memcached");
+            c.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0"]);
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                c.args(["-u", "root"]);
+            }
+            c.args(args);
+            c
+        })
+    }
+
+    fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Server {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let child = command(port)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {name}: {e} (is it installed?)"));
+            let mut server = Server {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                name,
+            };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("{name} did not start listening");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false; // exited, e.g. port taken
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A new blocking connection with reply timeouts.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking client connection for byte-level tests.
+pub struct Conn {
+    stream: TcpStream,
+    /// Counter making each sync marker unique.
+    sync: u64,
+}
+
+impl Conn {
+    /// Connects with bounded timeouts.
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).expect("connect");
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(REPLY_TIMEOUT))
+            .expect("timeout");
+        let _ = stream.set_nodelay(true);
+        Conn { stream, sync: 0 }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until the accumulated reply ends with `end` (bounded by the timeout).
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while !out.ends_with(end) {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "reading reply: {e}; got so far {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+        out
+    }
+
+    /// Sends `bytes` then a sync marker (a meta miss with a unique opaque,
+    /// which no step can produce by itself), and returns everything before
+    /// the marker's reply.
+    pub fn request(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.sync += 1;
+        let marker = format!("EN Ozcsync{}\r\n", self.sync);
+        self.send(bytes);
+        self.send(format!("mg zc:sync:marker Ozcsync{}\r\n", self.sync).as_bytes());
+        let mut out = self.read_until(marker.as_bytes());
+        out.truncate(out.len().saturating_sub(marker.len()));
+        out
+    }
+
+    /// Half-closes and reads everything until the server closes.
+    pub fn finish(mut self) -> Vec<u8> {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.read_to_close()
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!(
+                    "waiting for close: {e}; got {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+    }
+}

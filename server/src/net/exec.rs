@@ -327,18 +327,19 @@ fn meta_hit(meta: &Meta, item: &ItemView<'_>, out: &mut BytesMut) {
     } else {
         out.extend_from_slice(b"HD");
     }
-    // `t` reports the TTL as of its position: after a `T` that precedes it.
-    let mut touched = false;
+    // `t` reports the TTL as of its position among the flags: memcached
+    // applies `T` (and `N` on a vivified item) in request order.
+    let mut ttl = item.ttl_before;
     for t in &f.tokens {
         match t.flag {
-            b'T' => touched = true,
+            b'T' | b'N' if t.flag == b'T' || item.vivified => ttl = item.ttl,
             b's' => {
                 out.extend_from_slice(b" s");
                 push_u64(out, item.value.len() as u64);
             }
             b't' => {
                 out.extend_from_slice(b" t");
-                push_i64(out, if touched { item.ttl } else { item.ttl_before });
+                push_i64(out, ttl);
             }
             b'c' => {
                 out.extend_from_slice(b" c");

@@ -33,10 +33,8 @@ pub struct Engine {
     /// Chooses the shard; independent of the shards' own index hashing.
     hasher: ahash::RandomState,
     clock: Clock,
-    /// Clock time at which a delayed `flush_all` takes effect (0 = none).
+    /// memcached's `oldest_live` of a delayed `flush_all` (0 = none).
     flush_at: AtomicU32,
-    /// The last delayed flush each shard has applied.
-    flushed: Box<[AtomicU32]>,
     limit: usize,
 }
 
@@ -56,7 +54,6 @@ impl Engine {
             hasher: ahash::RandomState::new(),
             clock: Clock::new(),
             flush_at: AtomicU32::new(0),
-            flushed: (0..count).map(|_| AtomicU32::new(0)).collect(),
             limit: config.memory_limit,
         }
     }
@@ -65,16 +62,10 @@ impl Engine {
         (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
     }
 
-    /// Locks shard `i`, applying a due delayed flush first.
+    /// Locks shard `i` and tells it the time and any pending flush point.
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.clock.now();
-        shard.set_now(now);
-        let due = self.flush_at.load(Ordering::Acquire);
-        if due != 0 && now >= due && self.flushed[i].load(Ordering::Relaxed) != due {
-            shard.clear();
-            self.flushed[i].store(due, Ordering::Relaxed);
-        }
+        shard.set_now(self.clock.now(), self.flush_at.load(Ordering::Acquire));
         shard
     }
 
@@ -119,11 +110,13 @@ impl Storage for Engine {
 
     fn flush_all(&self, delay: i32) {
         if delay > 0 {
-            let at = self.clock.expiry(delay).max(1);
+            // memcached: oldest_live = realtime(delay) - 1; items last touched
+            // at or before it are invalid once the clock gets there.
+            let at = self.clock.expiry(delay).saturating_sub(1).max(1);
             self.flush_at.store(at, Ordering::Release);
             return;
         }
-        // An immediate flush also cancels a pending delayed one, as a new
+        // An immediate flush replaces a pending delayed one, as a new
         // flush_all replaces memcached's oldest_live.
         self.flush_at.store(0, Ordering::Release);
         for i in 0..self.shards.len() {

@@ -116,6 +116,9 @@ pub struct Shard {
     sweep_cursor: usize,
     /// The clock reading for the operation in progress (set by the engine).
     now: u32,
+    /// memcached's `oldest_live` from a delayed flush_all (0 = none): once
+    /// the clock reaches it, items last touched at or before it are gone.
+    flush_at: u32,
     pub stats: StoreStats,
 }
 
@@ -128,6 +131,7 @@ fn remaining(exptime: u32, now: u32) -> i64 {
     }
 }
 
+/// Expired by TTL.
 fn expired(exptime: u32, now: u32) -> bool {
     exptime != 0 && exptime <= now
 }
@@ -154,6 +158,7 @@ impl Shard {
             live_bytes: 0,
             sweep_cursor: 0,
             now: 2,
+            flush_at: 0,
             stats: StoreStats::default(),
         };
         shard.allocated = shard.index_bytes();
@@ -192,6 +197,12 @@ impl Shard {
         let item = self.item(loc);
         item.explicit_cas()
             .unwrap_or((self.segment(loc.segment).generation << 20) | u64::from(loc.offset))
+    }
+
+    /// Expired, or invalidated by a delayed flush_all that has come due.
+    fn is_dead(&self, item: &ItemRef<'_>) -> bool {
+        expired(item.exptime(), self.now)
+            || (self.flush_at != 0 && self.now >= self.flush_at && item.atime() <= self.flush_at)
     }
 
     // ----- index -----
@@ -432,13 +443,12 @@ impl Shard {
         if self.main_tail == Some(id) {
             self.main_tail = None;
         }
-        let now = self.now;
         // A dedicated segment holds one item: keep a popular one by moving
         // the whole segment to the back of the main queue.
         if self.segment(id).capacity != SEGMENT_SIZE && self.segment(id).live_bytes > 0 {
             let item = ItemRef::at(&self.segment(id).data, 0);
             let freq = item.freq();
-            if freq > 0 && !expired(item.exptime(), now) {
+            if freq > 0 && !self.is_dead(&item) {
                 let loc = Location {
                     segment: id,
                     offset: 0,
@@ -466,7 +476,7 @@ impl Shard {
                 let hash = self.hash(item.key());
                 let slot = self.slot_of(hash, loc).expect("live item is indexed");
                 let found = Found { slot, loc };
-                if expired(item.exptime(), now) {
+                if self.is_dead(&item) {
                     self.reclaim(found);
                 } else if item.freq() > 0 {
                     let cas = self.cas_of(loc);
@@ -541,9 +551,9 @@ impl Shard {
     // ----- operations -----
 
     /// Looks a key up, dropping it when expired.
-    fn lookup(&mut self, hash: u64, key: &[u8], now: u32) -> Option<Found> {
+    fn lookup(&mut self, hash: u64, key: &[u8]) -> Option<Found> {
         let found = self.find(hash, key)?;
-        if expired(self.item(found.loc).exptime(), now) {
+        if self.is_dead(&self.item(found.loc)) {
             self.reclaim(found);
             return None;
         }
@@ -579,9 +589,10 @@ impl Shard {
         Some(loc)
     }
 
-    /// Sets the clock reading for the next operations.
-    pub fn set_now(&mut self, now: u32) {
+    /// Sets the clock reading and flush point for the next operations.
+    pub fn set_now(&mut self, now: u32, flush_at: u32) {
         self.now = now;
+        self.flush_at = flush_at;
     }
 
     pub fn read(
@@ -595,9 +606,13 @@ impl Shard {
         let hash = self.hash(key);
         let touching = opts.touch.is_some();
         let found = match self.find(hash, key) {
-            Some(f) if expired(self.item(f.loc).exptime(), now) => {
+            Some(f) if self.is_dead(&self.item(f.loc)) => {
+                if expired(self.item(f.loc).exptime(), now) {
+                    self.stats.get_expired += 1;
+                } else {
+                    self.stats.get_flushed += 1;
+                }
                 self.reclaim(f);
-                self.stats.get_expired += 1;
                 None
             }
             other => other,
@@ -612,7 +627,7 @@ impl Shard {
                     key,
                     value: (b"", b""),
                     flags: 0,
-                    exptime: clock.expiry(ttl),
+                    exptime: clock.expiry(opts.touch.unwrap_or(ttl)),
                     atime: now,
                     bits,
                     freq: 0,
@@ -626,7 +641,8 @@ impl Shard {
                         value: b"",
                         flags: 0,
                         cas,
-                        ttl_before: ttl,
+                        // memcached creates it without a TTL, then applies N/T.
+                        ttl_before: -1,
                         ttl,
                         last_access: 0,
                         fetched_before: false,
@@ -715,7 +731,7 @@ impl Shard {
     pub fn store(&mut self, req: &StoreRequest<'_>, clock: &Clock) -> StoreOutcome {
         let now = self.now;
         let hash = self.hash(req.key);
-        let existing = self.lookup(hash, req.key, now);
+        let existing = self.lookup(hash, req.key);
         let miss = StoreOutcome {
             status: StoreStatus::NotStored,
             cas: 0,
@@ -816,7 +832,7 @@ impl Shard {
                 stats.decr_misses += 1;
             }
         };
-        let Some(found) = self.lookup(hash, req.key, now) else {
+        let Some(found) = self.lookup(hash, req.key) else {
             let Some((ttl, initial)) = req.vivify else {
                 count_miss(&mut self.stats);
                 return ArithOutcome::NotFound;
@@ -897,9 +913,8 @@ impl Shard {
     }
 
     pub fn touch(&mut self, key: &[u8], exptime: i32, clock: &Clock) -> bool {
-        let now = self.now;
         let hash = self.hash(key);
-        match self.lookup(hash, key, now) {
+        match self.lookup(hash, key) {
             Some(found) => {
                 let exptime = clock.expiry(exptime);
                 self.item_mut(found.loc).set_exptime(exptime);
@@ -914,9 +929,8 @@ impl Shard {
     }
 
     pub fn delete(&mut self, key: &[u8], req: &DeleteRequest, clock: &Clock) -> DeleteOutcome {
-        let now = self.now;
         let hash = self.hash(key);
-        let Some(found) = self.lookup(hash, key, now) else {
+        let Some(found) = self.lookup(hash, key) else {
             self.stats.delete_misses += 1;
             return DeleteOutcome::NotFound;
         };
@@ -978,7 +992,6 @@ impl Shard {
     /// Reclaims expired items in up to `max_segments` segments, and compacts
     /// segments that are mostly garbage so dead bytes don't push out live ones.
     pub fn sweep(&mut self, max_segments: usize) {
-        let now = self.now;
         let total = self.segments.len();
         if total == 0 {
             return;
@@ -997,7 +1010,7 @@ impl Shard {
                 };
                 let item = self.item(loc);
                 let size = item.size();
-                if item.bits() & BIT_DEAD == 0 && expired(item.exptime(), now) {
+                if item.bits() & BIT_DEAD == 0 && self.is_dead(&item) {
                     let hash = self.hash(item.key());
                     if let Some(slot) = self.slot_of(hash, loc) {
                         self.reclaim(Found { slot, loc });
