@@ -2,12 +2,12 @@
 //! there is no global lock on the hot path.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::shard::{Shard, SEGMENT_SIZE};
+use super::shard::{Pool, Shard, SEGMENT_SIZE};
 use super::{
     ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, ItemView, ReadOptions,
-    Storage, StoreOutcome, StoreRequest, StoreStats,
+    Storage, StoreOutcome, StoreRequest, StoreStats, StoreStatus,
 };
 
 /// Each shard should hold at least this many regular segments, so eviction
@@ -17,6 +17,8 @@ const MIN_SEGMENTS_PER_SHARD: usize = 32;
 const MAX_SHARDS: usize = 64;
 /// Segments the background sweep visits per shard per call.
 const SWEEP_SEGMENTS: usize = 16;
+/// Rounds of evicting in other shards before a write gives up for memory.
+const MAX_POOL_ROUNDS: usize = 64;
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +35,10 @@ pub struct Engine {
     /// Chooses the shard; independent of the shards' own index hashing.
     hasher: ahash::RandomState,
     clock: Clock,
+    /// The memory every shard allocates from.
+    pool: Arc<Pool>,
     /// memcached's `oldest_live` of a delayed `flush_all` (0 = none).
     flush_at: AtomicU32,
-    limit: usize,
 }
 
 impl Engine {
@@ -44,17 +47,17 @@ impl Engine {
         let wanted = (config.threads.max(1) * 8).next_power_of_two();
         let by_memory = (config.memory_limit / (MIN_SEGMENTS_PER_SHARD * SEGMENT_SIZE)).max(1);
         let count = wanted.min(MAX_SHARDS).min(prev_power_of_two(by_memory));
-        let per_shard = config.memory_limit / count;
+        let pool = Arc::new(Pool::new(config.memory_limit));
         let hasher = ahash::RandomState::new();
         let shards = (0..count)
-            .map(|_| Mutex::new(Shard::new(per_shard, hasher.clone())))
+            .map(|_| Mutex::new(Shard::new(pool.clone(), hasher.clone())))
             .collect();
         Engine {
             shards,
             hasher: ahash::RandomState::new(),
             clock: Clock::new(),
+            pool,
             flush_at: AtomicU32::new(0),
-            limit: config.memory_limit,
         }
     }
 
@@ -71,6 +74,37 @@ impl Engine {
 
     fn shard_for(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         self.lock(self.shard_index(key))
+    }
+
+    /// Runs a write on `key`'s shard; when the pool is full and that shard
+    /// has nothing left to evict, frees memory in the other shards (one lock
+    /// at a time, never two) and retries.
+    fn with_room<T>(
+        &self,
+        key: &[u8],
+        mut op: impl FnMut(&mut Shard) -> T,
+        out_of_memory: impl Fn(&T) -> bool,
+    ) -> T {
+        let home = self.shard_index(key);
+        let mut result = op(&mut self.lock(home));
+        for _ in 0..MAX_POOL_ROUNDS {
+            if !out_of_memory(&result) {
+                break;
+            }
+            let mut freed = false;
+            for other in (0..self.shards.len()).filter(|&i| i != home) {
+                freed |= self.lock(other).evict_for_pool();
+            }
+            if !freed {
+                break;
+            }
+            result = op(&mut self.lock(home));
+        }
+        result
+    }
+
+    fn pool_limit(&self) -> usize {
+        self.pool.limit()
     }
 
     /// Number of shards (for stats).
@@ -93,11 +127,19 @@ impl Storage for Engine {
     }
 
     fn store(&self, req: &StoreRequest<'_>) -> StoreOutcome {
-        self.shard_for(req.key).store(req, &self.clock)
+        self.with_room(
+            req.key,
+            |shard| shard.store(req, &self.clock),
+            |o| o.status == StoreStatus::OutOfMemory,
+        )
     }
 
     fn arith(&self, req: &ArithRequest<'_>) -> ArithOutcome {
-        self.shard_for(req.key).arith(req, &self.clock)
+        self.with_room(
+            req.key,
+            |shard| shard.arith(req, &self.clock),
+            |o| *o == ArithOutcome::OutOfMemory,
+        )
     }
 
     fn touch(&self, key: &[u8], exptime: i32) -> bool {
@@ -145,7 +187,7 @@ impl Storage for Engine {
     }
 
     fn limit_maxbytes(&self) -> u64 {
-        self.limit as u64
+        self.pool_limit() as u64
     }
 
     fn clock(&self) -> &Clock {
@@ -155,7 +197,7 @@ impl Storage for Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{StoreKind, StoreStatus};
+    use super::super::StoreKind;
     use super::*;
 
     fn engine(mb: usize) -> Engine {
@@ -247,6 +289,40 @@ mod tests {
             set(&e, format!("big{i}").as_bytes(), &big);
         }
         assert!(e.stats().allocated <= 16 << 20);
+    }
+
+    #[test]
+    fn memory_is_shared_across_shards() {
+        // Large values landing in one shard must not evict small items
+        // elsewhere (or in that shard) while the engine has room.
+        let e = engine(16);
+        for i in 0..500u32 {
+            set(&e, format!("small:{i}").as_bytes(), &[b's'; 100]);
+        }
+        let big = vec![b'b'; 1_000_000];
+        for i in 0..8u32 {
+            assert_eq!(
+                set(&e, format!("big:{i}").as_bytes(), &big),
+                StoreStatus::Stored
+            );
+        }
+        assert_eq!(e.stats().evictions, 0);
+        for i in 0..500u32 {
+            assert!(
+                get(&e, format!("small:{i}").as_bytes()).is_some(),
+                "small:{i}"
+            );
+        }
+        // and when full, a big value still finds room by evicting anywhere
+        for i in 0..40u32 {
+            assert_eq!(
+                set(&e, format!("more:{i}").as_bytes(), &big),
+                StoreStatus::Stored
+            );
+        }
+        assert!(
+            e.stats().allocated <= (16 << 20) + 2 * (SEGMENT_SIZE as u64) * e.shard_count() as u64
+        );
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //! frequency decremented. One-hit wonders therefore leave quickly, while
 //! popular items stay, which beats LRU on skewed workloads.
 //!
-//! Everything the shard holds is accounted in `allocated`: segment buffers,
-//! the index and the ghost table. It never exceeds the shard's budget.
+//! Everything a shard holds — segment buffers, the index and the ghost table
+//! — is accounted in the engine-wide [`Pool`], so memory follows demand
+//! across shards and `-m` bounds the whole engine.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::item::{
     memcached_size, ItemMut, ItemRef, NewItem, BIT_DEAD, BIT_FETCHED, BIT_KEY_BINARY, BIT_STALE,
@@ -39,6 +42,39 @@ const EMPTY: u64 = 0;
 /// Deleted index slot (probing continues past it).
 const TOMBSTONE: u64 = 1;
 
+/// The engine-wide memory budget every shard allocates from.
+#[derive(Debug)]
+pub struct Pool {
+    /// Bytes held by all shards.
+    allocated: AtomicUsize,
+    /// The most they may hold (`-m`).
+    limit: usize,
+}
+
+impl Pool {
+    /// A pool of `limit` bytes.
+    pub fn new(limit: usize) -> Pool {
+        Pool {
+            allocated: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes held by all shards.
+    pub fn allocated(&self) -> usize {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// The budget.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn fits(&self, extra: usize) -> bool {
+        self.allocated() + extra <= self.limit
+    }
+}
+
 /// Which FIFO a segment belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Queue {
@@ -52,7 +88,7 @@ struct Segment {
     data: Vec<u8>,
     /// Unique per segment allocation; with an offset it makes a CAS.
     generation: u64,
-    /// Bytes reserved for `data` (accounted in the shard's budget).
+    /// Bytes reserved for `data` (accounted in the pool).
     capacity: usize,
     /// Bytes of items still live, to find segments worth compacting.
     live_bytes: usize,
@@ -99,10 +135,10 @@ pub struct Shard {
     main_tail: Option<u32>,
     /// Capacity bytes of segments in the small queue.
     small_bytes: usize,
-    /// Bytes held: segment capacities + index + ghost table.
+    /// This shard's share of the pool: segment capacities + index + ghost table.
     allocated: usize,
-    /// The most `allocated` may reach.
-    budget: usize,
+    /// The engine-wide budget.
+    pool: Arc<Pool>,
     index: Vec<u64>,
     index_len: usize,
     index_tombstones: usize,
@@ -137,8 +173,8 @@ fn expired(exptime: u32, now: u32) -> bool {
 }
 
 impl Shard {
-    /// A shard that may hold `budget` bytes in all.
-    pub fn new(budget: usize, hasher: ahash::RandomState) -> Shard {
+    /// A shard allocating from `pool`.
+    pub fn new(pool: Arc<Pool>, hasher: ahash::RandomState) -> Shard {
         let mut shard = Shard {
             segments: Vec::new(),
             free_ids: Vec::new(),
@@ -148,7 +184,7 @@ impl Shard {
             main_tail: None,
             small_bytes: 0,
             allocated: 0,
-            budget,
+            pool,
             index: vec![EMPTY; INITIAL_INDEX],
             index_len: 0,
             index_tombstones: 0,
@@ -161,8 +197,20 @@ impl Shard {
             flush_at: 0,
             stats: StoreStats::default(),
         };
-        shard.allocated = shard.index_bytes();
+        shard.grow(shard.index_bytes());
         shard
+    }
+
+    /// Accounts `n` more bytes held.
+    fn grow(&mut self, n: usize) {
+        self.allocated += n;
+        self.pool.allocated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Accounts `n` bytes released.
+    fn shrink(&mut self, n: usize) {
+        self.allocated -= n;
+        self.pool.allocated.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn index_bytes(&self) -> usize {
@@ -298,7 +346,8 @@ impl Shard {
                 self.insert_entry(hash, loc);
             }
         }
-        self.allocated = self.allocated - cap * 8 - cap / 2 * 4 + self.index_bytes();
+        self.shrink(cap * 8 + cap / 2 * 4);
+        self.grow(self.index_bytes());
         true
     }
 
@@ -318,7 +367,7 @@ impl Shard {
             queue,
         };
         self.next_generation += 1;
-        self.allocated += capacity;
+        self.grow(capacity);
         let id = match self.free_ids.pop() {
             Some(id) => {
                 self.segments[id as usize] = Some(segment);
@@ -339,9 +388,11 @@ impl Shard {
         id
     }
 
-    /// Evicts until `extra` more bytes fit in the budget.
+    /// Evicts this shard's oldest segments until `extra` more bytes fit in
+    /// the pool. False when this shard has nothing left to evict (the
+    /// engine then frees memory in other shards).
     fn ensure_space(&mut self, extra: usize) -> bool {
-        while self.allocated + extra > self.budget {
+        while !self.pool.fits(extra) {
             if !self.evict_one() {
                 return false;
             }
@@ -349,20 +400,34 @@ impl Shard {
         true
     }
 
-    /// Appends item bytes to the queue's write segment (or a dedicated one).
-    /// `check_budget` is false while evicting, which frees more than it moves.
-    fn append(&mut self, item: &NewItem<'_>, queue: Queue, check_budget: bool) -> Option<Location> {
+    /// Bytes that must fit in the pool before `size` more bytes of item can
+    /// be appended to `queue`.
+    fn space_needed(&self, size: usize, queue: Queue) -> usize {
+        if size > DEDICATED_OVER {
+            return size;
+        }
+        let tail = match queue {
+            Queue::Small => self.small_tail,
+            Queue::Main => self.main_tail,
+        };
+        match tail {
+            Some(id) if self.segment(id).data.len() + size <= SEGMENT_SIZE => 0,
+            _ => SEGMENT_SIZE,
+        }
+    }
+
+    /// Appends an item to the queue's write segment (or a dedicated one).
+    /// The caller has made room (or is evicting, which frees more than it
+    /// moves).
+    fn append(&mut self, item: &NewItem<'_>, queue: Queue) -> Location {
         let size = item.size();
         if size > DEDICATED_OVER {
-            if check_budget && !self.ensure_space(size) {
-                return None;
-            }
             let id = self.new_segment(size, queue);
             self.write_at(id, item);
-            return Some(Location {
+            return Location {
                 segment: id,
                 offset: 0,
-            });
+            };
         }
         let tail = match queue {
             Queue::Small => self.small_tail,
@@ -371,9 +436,6 @@ impl Shard {
         let tail = match tail {
             Some(id) if self.segment(id).data.len() + size <= SEGMENT_SIZE => id,
             _ => {
-                if check_budget && !self.ensure_space(SEGMENT_SIZE) {
-                    return None;
-                }
                 let id = self.new_segment(SEGMENT_SIZE, queue);
                 match queue {
                     Queue::Small => self.small_tail = Some(id),
@@ -384,10 +446,10 @@ impl Shard {
         };
         let offset = self.segment(tail).data.len() as u32;
         self.write_at(tail, item);
-        Some(Location {
+        Location {
             segment: tail,
             offset,
-        })
+        }
     }
 
     fn write_at(&mut self, id: u32, item: &NewItem<'_>) {
@@ -410,7 +472,7 @@ impl Shard {
 
     fn free_segment(&mut self, id: u32) {
         let segment = self.segments[id as usize].take().expect("segment to free");
-        self.allocated -= segment.capacity;
+        self.shrink(segment.capacity);
         if segment.queue == Queue::Small {
             self.small_bytes -= segment.capacity;
         }
@@ -426,7 +488,7 @@ impl Shard {
     /// Evicts the oldest segment of the queue S3-FIFO picks. Returns false
     /// when there is nothing left to evict.
     fn evict_one(&mut self) -> bool {
-        let small_over = self.small_bytes * 100 > self.budget * SMALL_QUEUE_PERCENT;
+        let small_over = self.small_bytes * 100 > self.allocated * SMALL_QUEUE_PERCENT;
         let from_small = !self.small.is_empty() && (small_over || self.main.is_empty());
         let id = if from_small {
             self.small.pop_front()
@@ -512,9 +574,7 @@ impl Shard {
                         freq: moved.freq(),
                         cas: moved.explicit_cas(),
                     };
-                    let new_loc = self
-                        .append(&new_item, Queue::Main, false)
-                        .expect("unchecked append always succeeds");
+                    let new_loc = self.append(&new_item, Queue::Main);
                     self.index[slot] = pack(hash, new_loc);
                     if queue == Queue::Small {
                         self.stats.promoted += 1;
@@ -560,33 +620,39 @@ impl Shard {
         Some(found)
     }
 
-    /// Writes a new item for `key`, replacing `old` if given.
-    fn write_item(
-        &mut self,
-        hash: u64,
-        item: &NewItem<'_>,
-        old: Option<Found>,
-    ) -> Option<Location> {
-        if let Some(old) = old {
-            self.unlink(old);
-        }
+    /// Writes a new item for `item.key`, replacing the current one when
+    /// `replace` is set. Room is made first, so on failure (None) the old
+    /// item is untouched and the engine may free memory elsewhere and retry.
+    fn write_item(&mut self, hash: u64, item: &NewItem<'_>, replace: bool) -> Option<Location> {
         if !self.reserve_index() {
             return None;
         }
-        let queue = {
-            let (slot, fp) = self.ghost_slot(hash);
-            if self.ghost[slot] == fp {
-                self.ghost[slot] = 0;
-                self.stats.ghost_hits += 1;
-                Queue::Main
-            } else {
-                Queue::Small
+        let (slot, fp) = self.ghost_slot(hash);
+        let returning = self.ghost[slot] == fp;
+        let queue = if returning { Queue::Main } else { Queue::Small };
+        let needed = self.space_needed(item.size(), queue);
+        if needed > 0 && !self.ensure_space(needed) {
+            return None;
+        }
+        if returning {
+            self.ghost[slot] = 0;
+            self.stats.ghost_hits += 1;
+        }
+        // Making room may have moved or evicted the old item: look it up anew.
+        if replace {
+            if let Some(old) = self.find(hash, item.key) {
+                self.unlink(old);
             }
-        };
-        let loc = self.append(item, queue, true)?;
+        }
+        let loc = self.append(item, queue);
         self.insert_entry(hash, loc);
         self.stats.total_items += 1;
         Some(loc)
+    }
+
+    /// Evicts one segment on behalf of another shard that needs memory.
+    pub fn evict_for_pool(&mut self) -> bool {
+        self.evict_one()
     }
 
     /// Sets the clock reading and flush point for the next operations.
@@ -633,7 +699,7 @@ impl Shard {
                     freq: 0,
                     cas: None,
                 };
-                if let Some(loc) = self.write_item(hash, &item, None) {
+                if let Some(loc) = self.write_item(hash, &item, false) {
                     let cas = self.cas_of(loc);
                     let ttl = remaining(item.exptime, now);
                     let view = ItemView {
@@ -810,7 +876,7 @@ impl Shard {
             freq: 0,
             cas: req.new_cas,
         };
-        match self.write_item(hash, &item, existing) {
+        match self.write_item(hash, &item, existing.is_some()) {
             Some(loc) => StoreOutcome {
                 status: StoreStatus::Stored,
                 cas: self.cas_of(loc),
@@ -848,7 +914,7 @@ impl Shard {
                 freq: 0,
                 cas: req.new_cas,
             };
-            return match self.write_item(hash, &item, None) {
+            return match self.write_item(hash, &item, false) {
                 Some(loc) => ArithOutcome::Done {
                     value: initial,
                     cas: self.cas_of(loc),
@@ -902,7 +968,7 @@ impl Shard {
         } else {
             self.stats.decr_hits += 1;
         }
-        match self.write_item(hash, &new_item, Some(found)) {
+        match self.write_item(hash, &new_item, true) {
             Some(loc) => ArithOutcome::Done {
                 value,
                 cas: self.cas_of(loc),
@@ -966,7 +1032,7 @@ impl Shard {
                 freq: item.freq(),
                 cas: req.new_cas,
             };
-            self.write_item(hash, &new_item, Some(found));
+            self.write_item(hash, &new_item, true);
             return DeleteOutcome::Deleted;
         }
         self.unlink(found);

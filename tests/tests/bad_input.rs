@@ -1,0 +1,167 @@
+//! No input may crash the node, stall other connections, or grow its
+//! memory without bound; data stored before the abuse must be intact after.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zonecache_tests::corpus::{self, Step};
+use zonecache_tests::{Conn, Server};
+
+/// Memory limit of the node under test, MiB.
+const LIMIT_MB: u64 = 16;
+/// Fixed overhead documented in the README: runtime, buffers, allocator slack.
+const FIXED_OVERHEAD_MB: u64 = 48;
+
+/// A tiny deterministic generator, so failures replay.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+fn sentinel_value(i: u32) -> Vec<u8> {
+    format!("sentinel-value-{i}-").repeat(5).into_bytes()
+}
+
+#[test]
+fn bad_input_cannot_hurt_the_node() {
+    let mut server = Server::zonecached(&["-m", &LIMIT_MB.to_string(), "-t", "2"]);
+    let mut admin = server.connect();
+    for i in 0..500u32 {
+        let v = sentinel_value(i);
+        let mut cmd = format!("set sentinel:{i} {i} 0 {}\r\n", v.len()).into_bytes();
+        cmd.extend_from_slice(&v);
+        cmd.extend_from_slice(b"\r\n");
+        assert_eq!(admin.request(&cmd), b"STORED\r\n");
+    }
+
+    // A well-behaved client keeps working throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, served, addr) = (stop.clone(), served.clone(), server.addr);
+        std::thread::spawn(move || {
+            let mut conn = Conn::open(addr);
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(conn.request(b"set watch 0 0 2\r\nok\r\n"), b"STORED\r\n");
+                assert_eq!(
+                    conn.request(b"get watch\r\n"),
+                    b"VALUE watch 0 2\r\nok\r\nEND\r\n"
+                );
+                served.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    // 1. Every bad-input case of the differential corpus, without flushes.
+    let bad_cases = [
+        "bad command lines",
+        "bad data chunks",
+        "binary junk and control characters",
+        "250 and 251 byte keys",
+        "too many tokens",
+        "max-size values",
+        "overlong line without newline closes",
+        "http request closes",
+    ];
+    for case in corpus::cases()
+        .iter()
+        .filter(|c| bad_cases.contains(&c.name.as_str()))
+    {
+        let mut conn = server.connect();
+        for step in &case.steps {
+            match step {
+                Step::Send(b) => {
+                    conn.request(b);
+                }
+                Step::Partial(b) => conn.send(b),
+                Step::ExpectClose(b) => {
+                    conn.send(b);
+                    conn.read_to_close();
+                }
+                Step::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+            }
+        }
+    }
+
+    // 2. Random junk, in random pieces, on many connections.
+    let mut rng = Lcg(0x5eed);
+    for _ in 0..200 {
+        let Ok(mut s) = TcpStream::connect(server.addr) else {
+            continue;
+        };
+        s.set_write_timeout(Some(Duration::from_secs(2))).ok();
+        let len = (rng.next() % 20_000) as usize;
+        let junk: Vec<u8> = (0..len)
+            .map(|_| match rng.next() % 10 {
+                0 => b'\n',
+                1 => b' ',
+                2 => b'0' + (rng.next() % 10) as u8,
+                _ => rng.next() as u8,
+            })
+            .collect();
+        for piece in junk.chunks(1 + (rng.next() % 4000) as usize) {
+            if s.write_all(piece).is_err() {
+                break; // the node closed the connection, as memcached would
+            }
+        }
+    }
+
+    // 3. A client that asks for far more than it reads.
+    let big = vec![b'x'; 500_000];
+    let mut cmd = format!("set big 0 0 {}\r\n", big.len()).into_bytes();
+    cmd.extend_from_slice(&big);
+    cmd.extend_from_slice(b"\r\n");
+    assert_eq!(admin.request(&cmd), b"STORED\r\n");
+    {
+        let mut slow = TcpStream::connect(server.addr).expect("connect");
+        slow.set_write_timeout(Some(Duration::from_secs(3))).ok();
+        let gets = b"get big\r\n".repeat(1000); // asks for ~500 MB of replies
+        for _ in 0..50 {
+            if slow.write_all(&gets).is_err() {
+                break; // the node stopped reading: back-pressure works
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let rss_mb = server.rss_kib() / 1024;
+        assert!(
+            rss_mb <= LIMIT_MB + FIXED_OVERHEAD_MB,
+            "RSS {rss_mb} MiB with a slow reader"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    watcher
+        .join()
+        .expect("the well-behaved client was never stalled");
+    assert!(served.load(Ordering::Relaxed) > 0);
+    assert!(server.is_running(), "node died");
+
+    let rss_mb = server.rss_kib() / 1024;
+    assert!(
+        rss_mb <= LIMIT_MB + FIXED_OVERHEAD_MB,
+        "RSS {rss_mb} MiB after bad input"
+    );
+    for i in 0..500u32 {
+        let v = sentinel_value(i);
+        let mut want = format!("VALUE sentinel:{i} {i} {}\r\n", v.len()).into_bytes();
+        want.extend_from_slice(&v);
+        want.extend_from_slice(b"\r\nEND\r\n");
+        assert_eq!(
+            admin.request(format!("get sentinel:{i}\r\n").as_bytes()),
+            want,
+            "sentinel {i}"
+        );
+    }
+    eprintln!("RSS after bad input: {rss_mb} MiB (limit {LIMIT_MB} MiB)");
+}
