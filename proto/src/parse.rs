@@ -265,7 +265,7 @@ impl RequestParser {
                 None => return invalid(buf),
             }
         }
-        if vlen < 0 || vlen > i32::MAX - 2 {
+        if !(0..=i32::MAX - 2).contains(&vlen) {
             return invalid(buf);
         }
         let vlen = vlen as usize;

@@ -19,8 +19,9 @@ fn main() -> std::process::ExitCode {
     let config = Config::parse();
     init_tracing(config.verbose);
     let threads = config.worker_threads();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    // This runtime only runs start-up, signals and the sweeper; connections
+    // are served by the per-worker event loops in `net`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -100,15 +101,16 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
-    let server = tokio::spawn(net::serve(listener, shared, stop_rx));
+    let workers = net::serve(listener, threads, config.backlog, shared, stop_rx)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
-    match server.await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    for worker in workers {
+        let _ = worker.join();
     }
+    Ok(())
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -6,6 +6,7 @@
 mod clock;
 mod engine;
 mod item;
+mod pool;
 mod shard;
 
 pub use clock::Clock;

@@ -16,13 +16,13 @@
 //! across shards and `-m` bounds the whole engine.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::item::{
     memcached_size, ItemMut, ItemRef, NewItem, BIT_DEAD, BIT_FETCHED, BIT_KEY_BINARY, BIT_STALE,
     BIT_TOKEN_SENT, MAX_FREQ,
 };
+use super::pool::Pool;
 use super::{
     ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, ItemView, ReadOptions,
     StoreKind, StoreOutcome, StoreRequest, StoreStats, StoreStatus,
@@ -41,39 +41,6 @@ const INITIAL_INDEX: usize = 1024;
 const EMPTY: u64 = 0;
 /// Deleted index slot (probing continues past it).
 const TOMBSTONE: u64 = 1;
-
-/// The engine-wide memory budget every shard allocates from.
-#[derive(Debug)]
-pub struct Pool {
-    /// Bytes held by all shards.
-    allocated: AtomicUsize,
-    /// The most they may hold (`-m`).
-    limit: usize,
-}
-
-impl Pool {
-    /// A pool of `limit` bytes.
-    pub fn new(limit: usize) -> Pool {
-        Pool {
-            allocated: AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    /// Bytes held by all shards.
-    pub fn allocated(&self) -> usize {
-        self.allocated.load(Ordering::Relaxed)
-    }
-
-    /// The budget.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    fn fits(&self, extra: usize) -> bool {
-        self.allocated() + extra <= self.limit
-    }
-}
 
 /// Which FIFO a segment belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +102,11 @@ pub struct Shard {
     main_tail: Option<u32>,
     /// Capacity bytes of segments in the small queue.
     small_bytes: usize,
-    /// This shard's share of the pool: segment capacities + index + ghost table.
+    /// This shard's share of the pool: segment capacities + index + ghost
+    /// table + `reserved`.
     allocated: usize,
+    /// Bytes taken from the pool for an allocation about to happen.
+    reserved: usize,
     /// The engine-wide budget.
     pool: Arc<Pool>,
     index: Vec<u64>,
@@ -184,6 +154,7 @@ impl Shard {
             main_tail: None,
             small_bytes: 0,
             allocated: 0,
+            reserved: 0,
             pool,
             index: vec![EMPTY; INITIAL_INDEX],
             index_len: 0,
@@ -201,16 +172,30 @@ impl Shard {
         shard
     }
 
-    /// Accounts `n` more bytes held.
+    /// Accounts `n` more bytes held, from the reservation first; the rest
+    /// is forced (an eviction moving items before it frees their segment).
     fn grow(&mut self, n: usize) {
-        self.allocated += n;
-        self.pool.allocated.fetch_add(n, Ordering::Relaxed);
+        let from_reserved = n.min(self.reserved);
+        self.reserved -= from_reserved;
+        let forced = n - from_reserved;
+        if forced > 0 {
+            self.pool.force(forced);
+            self.allocated += forced;
+        }
     }
 
     /// Accounts `n` bytes released.
     fn shrink(&mut self, n: usize) {
         self.allocated -= n;
-        self.pool.allocated.fetch_sub(n, Ordering::Relaxed);
+        self.pool.release(n);
+    }
+
+    /// Returns a reservation that was not needed after all.
+    fn release_reserved(&mut self) {
+        if self.reserved > 0 {
+            let n = std::mem::take(&mut self.reserved);
+            self.shrink(n);
+        }
     }
 
     fn index_bytes(&self) -> usize {
@@ -348,6 +333,7 @@ impl Shard {
         }
         self.shrink(cap * 8 + cap / 2 * 4);
         self.grow(self.index_bytes());
+        self.release_reserved();
         true
     }
 
@@ -392,11 +378,13 @@ impl Shard {
     /// the pool. False when this shard has nothing left to evict (the
     /// engine then frees memory in other shards).
     fn ensure_space(&mut self, extra: usize) -> bool {
-        while !self.pool.fits(extra) {
+        while !self.pool.try_reserve(extra) {
             if !self.evict_one() {
                 return false;
             }
         }
+        self.reserved += extra;
+        self.allocated += extra;
         true
     }
 
@@ -632,6 +620,7 @@ impl Shard {
         let queue = if returning { Queue::Main } else { Queue::Small };
         let needed = self.space_needed(item.size(), queue);
         if needed > 0 && !self.ensure_space(needed) {
+            self.release_reserved();
             return None;
         }
         if returning {
@@ -645,6 +634,7 @@ impl Shard {
             }
         }
         let loc = self.append(item, queue);
+        self.release_reserved();
         self.insert_entry(hash, loc);
         self.stats.total_items += 1;
         Some(loc)
@@ -1121,7 +1111,6 @@ impl Shard {
         out.ghost_hits += s.ghost_hits;
         out.curr_items += self.index_len as u64;
         out.bytes += self.live_bytes as u64;
-        out.allocated += self.allocated as u64;
         out.small_segments += self.small.len() as u64;
         out.main_segments += self.main.len() as u64;
     }
