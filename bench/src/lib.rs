@@ -1,6 +1,13 @@
 //! # zonecache-bench
 //!
-//! The load test suite (issue: `bench/`). It will own the workloads (key and
-//! value distributions, operation mixes), closed- and open-loop load
-//! generation, HdrHistogram latencies, and the side-by-side scenarios against
-//! stock memcached (`compare`, `memory`, `hitratio`) with their JSON and plots.
+//! The load test suite: workloads (key and value distributions, operation
+//! mixes), closed- and open-loop load generation with HdrHistogram
+//! latencies, and scenarios that run stock memcached and zonecached side by
+//! side (`compare`, `memory`, `hitratio`) and write a table, a JSON file and
+//! an SVG plot per run.
+
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenarios;
+pub mod workload;

@@ -101,12 +101,14 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
-    let workers = net::serve(listener, threads, config.backlog, shared, stop_rx)
+    let (workers, acceptor) = net::serve(listener, threads, shared, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let acceptor = tokio::spawn(acceptor);
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = acceptor.await;
     for worker in workers {
         let _ = worker.join();
     }

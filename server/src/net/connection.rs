@@ -90,6 +90,10 @@ pub async fn serve(
         }
         shared.stats.absorb(&mut counters);
         guard.info.last_cmd.store(clock.now(), Ordering::Relaxed);
+        // Let the worker's other ready connections go first, as memcached's
+        // event loop does; otherwise a fast client is served again and again
+        // while others wait (a long tail under load).
+        tokio::task::yield_now().await;
     };
     shared.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");

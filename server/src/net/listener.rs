@@ -1,9 +1,9 @@
-//! The listening sockets and accept loops, with the connection limit.
+//! The listening socket, the acceptor, and the worker event loops.
 //!
-//! Like memcached, the node runs one event loop per worker thread: each
-//! worker has its own single-threaded runtime and its own `SO_REUSEPORT`
-//! listener on the same address, so the kernel spreads connections over
-//! workers and a connection never migrates between threads.
+//! Like memcached, the node runs one event loop per worker thread (a
+//! single-threaded runtime each), and one acceptor deals new connections to
+//! the workers round-robin, so load is balanced and a connection never
+//! migrates between threads.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,18 +12,16 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 use super::connection;
 use super::Shared;
 
-/// Binds a listener the way memcached does (reuseaddr, the given backlog),
-/// plus reuseport so every worker can have its own.
+/// Binds a listener the way memcached does: reuseaddr, the given backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
@@ -31,23 +29,22 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// Runs `workers` event loops accepting on `addr` until `shutdown` turns
-/// true. The first listener is bound by the caller (so bind errors surface
-/// before start-up completes); the others join it on the same port.
+/// Starts `workers` event-loop threads and returns their handles and the
+/// acceptor, which runs on the caller's runtime until `shutdown` turns true.
 pub fn serve(
-    first: std::net::TcpListener,
+    listener: std::net::TcpListener,
     workers: usize,
-    backlog: i32,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..workers.max(1) {
-        listeners.push(bind(addr, backlog)?);
-    }
+) -> std::io::Result<(
+    Vec<std::thread::JoinHandle<()>>,
+    impl std::future::Future<Output = ()>,
+)> {
     let mut handles = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    let mut queues = Vec::new();
+    for i in 0..workers.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        queues.push(tx);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -57,25 +54,60 @@ pub fn serve(
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, accept_loop(listener, shared, shutdown));
+                local.block_on(&runtime, worker(rx, shared, shutdown));
             })?;
         handles.push(handle);
     }
-    Ok(handles)
+    let listener = TcpListener::from_std(listener)?;
+    Ok((handles, accept_loop(listener, queues, shared, shutdown)))
 }
 
-async fn accept_loop(
-    listener: std::net::TcpListener,
+/// Serves the connections the acceptor hands this worker.
+async fn worker(
+    mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot register the listener");
-            return;
-        }
-    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            next = incoming.recv() => match next {
+                Some(c) => c,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot register connection");
+                shared
+                    .stats
+                    .curr_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = connection::serve(&shared, stream, peer, shutdown).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            shared
+                .stats
+                .curr_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    workers: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -97,7 +129,7 @@ async fn accept_loop(
         {
             stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "connection limit reached");
-            tokio::task::spawn_local(async move {
+            tokio::spawn(async move {
                 let _ = stream
                     .write_all(b"SERVER_ERROR too many open connections\r\n")
                     .await;
@@ -105,18 +137,17 @@ async fn accept_loop(
             });
             continue;
         }
+        let Ok(std_stream) = stream.into_std() else {
+            continue;
+        };
         stats.curr_connections.fetch_add(1, Ordering::Relaxed);
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::task::spawn_local(async move {
-            if let Err(e) = connection::serve(&shared, stream, peer, shutdown).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            shared
-                .stats
-                .curr_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        });
+        if workers[next % workers.len()]
+            .send((std_stream, peer))
+            .is_err()
+        {
+            stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        next = next.wrapping_add(1);
     }
 }

@@ -1,0 +1,328 @@
+//! `zonecache-bench`: one command per scenario; see `bench/README.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use zonecache_bench::load::{self, LoadSpec, Mode};
+use zonecache_bench::report::{format_number, Table};
+use zonecache_bench::scenarios::{
+    self, CompareOptions, HitRatioOptions, MemoryOptions, ServerSettings,
+};
+use zonecache_bench::workload::{KeyDist, Protocol, ValueSize, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "zonecache-bench",
+    about = "Load tests for zonecache, side by side with memcached"
+)]
+struct Cli {
+    /// Where JSON and SVG files go.
+    #[arg(long, default_value = "bench/results", global = true)]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load one running server (any memcached-protocol server).
+    Run {
+        /// host:port of the server.
+        #[arg(long)]
+        target: SocketAddr,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Open loop at this many requests per second (default: closed loop).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Start memcached and zonecached, alternate runs A B A B, compare.
+    Compare {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// A/B pairs of runs.
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// Open-loop rate as a share of memcached's closed-loop peak.
+        #[arg(long, default_value_t = 0.5)]
+        open_fraction: f64,
+    },
+    /// Fill both servers until eviction; items held and RSS.
+    Memory {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[arg(long, default_value_t = 16)]
+        key_size: usize,
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+    },
+    /// The same Zipf trace against both; hit ratios.
+    Hitratio {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 0.99)]
+        skew: f64,
+        #[arg(long, default_value_t = 3_000_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// `-m` for both servers (MiB).
+    #[arg(long, default_value_t = 64)]
+    memory: usize,
+    /// `-t` for both servers.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(Args, Clone)]
+struct WorkloadArgs {
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// `uniform` or `zipf:<skew>`.
+    #[arg(long, default_value = "uniform")]
+    dist: String,
+    /// Bytes, or `min-max`.
+    #[arg(long, default_value = "100")]
+    value_size: String,
+    #[arg(long, default_value_t = 0.9)]
+    get: f64,
+    #[arg(long, default_value_t = 0.1)]
+    set: f64,
+    #[arg(long, default_value_t = 0.0)]
+    delete: f64,
+    #[arg(long, default_value_t = 0.0)]
+    multiget: f64,
+    #[arg(long, default_value_t = 10)]
+    multiget_size: usize,
+    #[arg(long, default_value_t = 0)]
+    ttl: i32,
+    /// `text` or `meta`.
+    #[arg(long, default_value = "text")]
+    protocol: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 2)]
+    load_threads: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Stop a run after this many measured requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl WorkloadArgs {
+    fn build(&self) -> Result<Workload, String> {
+        let dist = match self.dist.split_once(':') {
+            None if self.dist == "uniform" => KeyDist::Uniform,
+            Some(("zipf", s)) => KeyDist::Zipf(
+                s.parse()
+                    .map_err(|_| format!("bad skew in {:?}", self.dist))?,
+            ),
+            _ => {
+                return Err(format!(
+                    "--dist {:?}: use uniform or zipf:<skew>",
+                    self.dist
+                ))
+            }
+        };
+        let value = match self.value_size.split_once('-') {
+            None => ValueSize::Fixed(self.value_size.parse().map_err(|_| "bad --value-size")?),
+            Some((a, b)) => ValueSize::Uniform(
+                a.parse().map_err(|_| "bad --value-size")?,
+                b.parse().map_err(|_| "bad --value-size")?,
+            ),
+        };
+        let protocol = match self.protocol.as_str() {
+            "text" => Protocol::Text,
+            "meta" => Protocol::Meta,
+            p => return Err(format!("--protocol {p:?}: use text or meta")),
+        };
+        Ok(Workload {
+            keys: self.keys,
+            key_size: self.key_size,
+            dist,
+            value,
+            get: self.get,
+            set: self.set,
+            delete: self.delete,
+            multiget: self.multiget,
+            multiget_size: self.multiget_size,
+            ttl: self.ttl,
+            protocol,
+            seed: self.seed,
+        })
+    }
+}
+
+impl LoadArgs {
+    fn build(&self, target: SocketAddr, mode: Mode) -> LoadSpec {
+        LoadSpec {
+            target,
+            connections: self.connections.max(1),
+            threads: self.load_threads.max(1),
+            mode,
+            duration: Duration::from_secs_f64(self.duration),
+            warmup: Duration::from_secs_f64(self.warmup),
+            max_requests: self.requests,
+            timeout: Duration::from_secs(2),
+            progress: !self.quiet,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run {
+            target,
+            workload,
+            load,
+            rate,
+        } => (|| {
+            let w = workload.build()?;
+            let mode = match rate {
+                Some(rate) => Mode::Open { rate },
+                None => Mode::Closed {
+                    depth: load.depth.max(1),
+                },
+            };
+            let r = load::run(&w, &load.build(target, mode)).summary();
+            let mut t = Table::new(&[
+                "ops/s",
+                "p50 µs",
+                "p90 µs",
+                "p99 µs",
+                "p99.9 µs",
+                "max µs",
+                "hits",
+                "misses",
+                "errors",
+                "timeouts",
+                "client CPU s",
+            ]);
+            t.row(vec![
+                format_number(r.ops_per_sec),
+                format_number(r.p50_us),
+                format_number(r.p90_us),
+                format_number(r.p99_us),
+                format_number(r.p999_us),
+                format_number(r.max_us),
+                r.hits.to_string(),
+                r.misses.to_string(),
+                r.errors.values().sum::<u64>().to_string(),
+                r.timeouts.to_string(),
+                format!("{:.2}", r.client_cpu_seconds),
+            ]);
+            t.print();
+            for (kind, n) in &r.errors {
+                println!("error {kind}: {n}");
+            }
+            Ok(())
+        })(),
+        Cmd::Compare {
+            servers,
+            workload,
+            load,
+            pairs,
+            open_fraction,
+        } => workload.build().and_then(|w| {
+            let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+            scenarios::compare(
+                &CompareOptions {
+                    servers: ServerSettings {
+                        memory_mb: servers.memory,
+                        threads: servers.threads,
+                    },
+                    workload: w,
+                    load: load.build(
+                        placeholder,
+                        Mode::Closed {
+                            depth: load.depth.max(1),
+                        },
+                    ),
+                    pairs: pairs.max(1),
+                    open_fraction,
+                },
+                &cli.out,
+            )
+        }),
+        Cmd::Memory {
+            servers,
+            key_size,
+            value_size,
+        } => scenarios::memory(
+            &MemoryOptions {
+                servers: ServerSettings {
+                    memory_mb: servers.memory,
+                    threads: servers.threads,
+                },
+                key_size,
+                value_size,
+            },
+            &cli.out,
+        ),
+        Cmd::Hitratio {
+            servers,
+            keys,
+            skew,
+            requests,
+            value_size,
+            seed,
+        } => scenarios::hitratio(
+            &HitRatioOptions {
+                servers: ServerSettings {
+                    memory_mb: servers.memory,
+                    threads: servers.threads,
+                },
+                keys,
+                skew,
+                requests,
+                value_size,
+                seed,
+            },
+            &cli.out,
+        ),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonecache-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
