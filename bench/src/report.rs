@@ -144,7 +144,11 @@ fn quantile_label(q: f64) -> String {
     }
 }
 
-fn draw_curves(area: &Area<'_>, title: &str, curves: &[Curve]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_curves(
+    area: &Area<'_>,
+    title: &str,
+    curves: &[Curve],
+) -> Result<(), Box<dyn std::error::Error>> {
     let max_y = curves
         .iter()
         .flat_map(|c| c.points.iter().map(|p| p.1))
@@ -172,9 +176,14 @@ fn draw_curves(area: &Area<'_>, title: &str, curves: &[Curve]) -> Result<(), Box
     for (i, c) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(c.points.iter().enumerate().map(|(x, p)| (x, p.1)), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                c.points.iter().enumerate().map(|(x, p)| (x, p.1)),
+                color.stroke_width(2),
+            ))?
             .label(c.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -185,7 +194,11 @@ fn draw_curves(area: &Area<'_>, title: &str, curves: &[Curve]) -> Result<(), Box
     Ok(())
 }
 
-fn draw_bars(area: &Area<'_>, title: &str, bars: &[(String, f64)]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_bars(
+    area: &Area<'_>,
+    title: &str,
+    bars: &[(String, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
     let max_y = bars.iter().map(|b| b.1).fold(1e-9f64, f64::max) * 1.15;
     let n = bars.len().max(1);
     let mut chart = ChartBuilder::on(area)

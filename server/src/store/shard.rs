@@ -513,77 +513,86 @@ impl Shard {
                 return true;
             }
         }
-        let mut offset = 0;
         let mut scratch = Vec::new();
-        while offset < self.segment(id).data.len() {
-            let loc = Location {
-                segment: id,
-                offset: offset as u32,
-            };
+        for loc in self.live_items(id) {
             let item = self.item(loc);
-            let size = item.size();
-            if item.bits() & BIT_DEAD == 0 {
-                let hash = self.hash(item.key());
-                let slot = self.slot_of(hash, loc).expect("live item is indexed");
-                let found = Found { slot, loc };
-                if self.is_dead(&item) {
-                    self.reclaim(found);
-                } else if item.freq() > 0 {
-                    let cas = self.cas_of(loc);
-                    let item = self.item(loc);
-                    let freq = if queue == Queue::Small {
-                        0
-                    } else {
-                        item.freq() - 1
-                    };
-                    scratch.clear();
-                    NewItem {
-                        key: item.key(),
-                        value: (item.value(), b""),
-                        flags: item.flags(),
-                        exptime: item.exptime(),
-                        atime: item.atime(),
-                        bits: item.bits(),
-                        freq,
-                        cas: Some(cas),
-                    }
-                    .write(&mut scratch);
-                    self.unlink(found);
-                    self.index_tombstones -= 1; // the slot is reused right away
-                    self.index_len += 1;
-                    let moved = ItemRef::at(&scratch, 0);
-                    let new_item = NewItem {
-                        key: moved.key(),
-                        value: (moved.value(), b""),
-                        flags: moved.flags(),
-                        exptime: moved.exptime(),
-                        atime: moved.atime(),
-                        bits: moved.bits(),
-                        freq: moved.freq(),
-                        cas: moved.explicit_cas(),
-                    };
-                    let new_loc = self.append(&new_item, Queue::Main);
-                    self.index[slot] = pack(hash, new_loc);
-                    if queue == Queue::Small {
-                        self.stats.promoted += 1;
-                    }
+            let hash = self.hash(item.key());
+            let slot = self.slot_of(hash, loc).expect("live item is indexed");
+            let found = Found { slot, loc };
+            if self.is_dead(&item) {
+                self.reclaim(found);
+            } else if item.freq() > 0 {
+                let cas = self.cas_of(loc);
+                let item = self.item(loc);
+                let freq = if queue == Queue::Small {
+                    0
                 } else {
-                    let fetched = item.bits() & BIT_FETCHED != 0;
-                    self.unlink(found);
-                    self.stats.evictions += 1;
-                    if !fetched {
-                        self.stats.evicted_unfetched += 1;
-                    }
-                    if queue == Queue::Small {
-                        let (slot, fp) = self.ghost_slot(hash);
-                        self.ghost[slot] = fp;
-                    }
+                    item.freq() - 1
+                };
+                scratch.clear();
+                NewItem {
+                    key: item.key(),
+                    value: (item.value(), b""),
+                    flags: item.flags(),
+                    exptime: item.exptime(),
+                    atime: item.atime(),
+                    bits: item.bits(),
+                    freq,
+                    cas: Some(cas),
+                }
+                .write(&mut scratch);
+                self.unlink(found);
+                self.index_tombstones -= 1; // the slot is reused right away
+                self.index_len += 1;
+                let moved = ItemRef::at(&scratch, 0);
+                let new_item = NewItem {
+                    key: moved.key(),
+                    value: (moved.value(), b""),
+                    flags: moved.flags(),
+                    exptime: moved.exptime(),
+                    atime: moved.atime(),
+                    bits: moved.bits(),
+                    freq: moved.freq(),
+                    cas: moved.explicit_cas(),
+                };
+                let new_loc = self.append(&new_item, Queue::Main);
+                self.index[slot] = pack(hash, new_loc);
+                if queue == Queue::Small {
+                    self.stats.promoted += 1;
+                }
+            } else {
+                let fetched = item.bits() & BIT_FETCHED != 0;
+                self.unlink(found);
+                self.stats.evictions += 1;
+                if !fetched {
+                    self.stats.evicted_unfetched += 1;
+                }
+                if queue == Queue::Small {
+                    let (slot, fp) = self.ghost_slot(hash);
+                    self.ghost[slot] = fp;
                 }
             }
-            offset += size;
         }
         self.free_segment(id);
         true
+    }
+
+    /// Where the live (not dead) items of segment `id` are, in write order.
+    fn live_items(&self, id: u32) -> Vec<Location> {
+        let data = &self.segment(id).data;
+        let mut found = Vec::new();
+        let mut offset = 0;
+        while offset < data.len() {
+            let item = ItemRef::at(data, offset);
+            if item.bits() & BIT_DEAD == 0 {
+                found.push(Location {
+                    segment: id,
+                    offset: offset as u32,
+                });
+            }
+            offset += item.size();
+        }
+        found
     }
 
     /// Drops an expired item, counting it as memcached does.
@@ -1058,21 +1067,14 @@ impl Shard {
             if self.segments[id as usize].is_none() {
                 continue;
             }
-            let mut offset = 0;
-            while offset < self.segment(id).data.len() {
-                let loc = Location {
-                    segment: id,
-                    offset: offset as u32,
-                };
+            for loc in self.live_items(id) {
                 let item = self.item(loc);
-                let size = item.size();
-                if item.bits() & BIT_DEAD == 0 && self.is_dead(&item) {
+                if self.is_dead(&item) {
                     let hash = self.hash(item.key());
                     if let Some(slot) = self.slot_of(hash, loc) {
                         self.reclaim(Found { slot, loc });
                     }
                 }
-                offset += size;
             }
             let segment = self.segment(id);
             let is_tail = self.small_tail == Some(id) || self.main_tail == Some(id);
