@@ -1,10 +1,15 @@
 //! # zonecache-client
 //!
-//! The Rust client crate for zonecache. It will own: connection pools per
-//! node (multiplexed, pipelined), zone-aware routing with fallback across
-//! zones, the realtime and batch lanes, request-scoped lookup coalescing, and
-//! the consistent-hash ring shared with the server (see `../shared/DESIGN.md`).
-//!
-//! Today it holds the pieces both sides already need: the ketama-style ring.
+//! The Rust client crate for zonecache. It owns the connection layer the
+//! server also uses to talk to its peers, and the consistent-hash ring both
+//! sides route with. It will grow connection pools per node, zone-aware
+//! routing with fallback, realtime and batch lanes, and request-scoped
+//! lookup coalescing (see `../shared/DESIGN.md`).
 
+pub mod conn;
+pub mod error;
 pub mod ring;
+
+pub use conn::Connection;
+pub use error::Error;
+pub use ring::Ring;

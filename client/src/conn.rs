@@ -1,0 +1,173 @@
+//! One pipelined connection to a node: many requests in flight, replies
+//! matched to requests in order (memcached answers in order on a
+//! connection). A writer task gathers queued requests into few writes; a
+//! reader task parses replies and hands each to its caller.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use zonecache_proto::{parse_response, Command, Response};
+
+use crate::error::Error;
+
+/// A request on its way: its bytes and where its reply goes.
+struct Pending {
+    bytes: BytesMut,
+    reply: oneshot::Sender<Result<Response, Error>>,
+}
+
+/// Callers waiting for replies, in the order their requests were written.
+type Waiting = Arc<Mutex<VecDeque<oneshot::Sender<Result<Response, Error>>>>>;
+
+/// A pipelined connection. Cloning shares it.
+#[derive(Clone)]
+pub struct Connection {
+    queue: mpsc::Sender<Pending>,
+    /// Bounds the requests in flight on this connection.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Connection {
+    /// Connects to `addr` within `timeout`, allowing `max_in_flight` requests
+    /// in flight at once.
+    pub async fn connect(
+        addr: SocketAddr,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Connection, Error> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let (queue, incoming) = mpsc::channel(max_in_flight.max(1));
+        let waiting: Waiting = Arc::default();
+        tokio::spawn(write_loop(wr, incoming, waiting.clone()));
+        tokio::spawn(read_loop(rd, waiting));
+        Ok(Connection {
+            queue,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        })
+    }
+
+    /// Sends `cmd` and waits for its reply until `deadline` passes. Error
+    /// replies (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) become errors.
+    pub async fn call(&self, cmd: &Command, deadline: Duration) -> Result<Response, Error> {
+        let _permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy)?;
+        let mut bytes = BytesMut::new();
+        cmd.encode(&mut bytes);
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { bytes, reply })
+            .await
+            .map_err(|_| Error::Connection("connection closed".into()))?;
+        let response = tokio::time::timeout(deadline, answer)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::Connection("connection closed".into()))??;
+        match response {
+            Response::Error => Err(Error::Client("ERROR".into())),
+            Response::ClientError(m) => {
+                Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
+            }
+            Response::ServerError(m) => {
+                Err(Error::Server(String::from_utf8_lossy(&m).into_owned()))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Whether the connection still works (its tasks are running).
+    pub fn is_open(&self) -> bool {
+        !self.queue.is_closed()
+    }
+}
+
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut incoming: mpsc::Receiver<Pending>,
+    waiting: Waiting,
+) {
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = incoming.recv().await {
+        out.clear();
+        let mut batch = vec![first];
+        // Gather whatever else is queued into the same write.
+        while batch.len() < 256 {
+            match incoming.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        {
+            let Ok(mut w) = waiting.lock() else { return };
+            for p in batch {
+                out.extend_from_slice(&p.bytes);
+                w.push_back(p.reply);
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            fail_all(&waiting, "write failed");
+            return;
+        }
+    }
+}
+
+async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            match parse_response(&mut buf) {
+                Ok(Some(response)) => {
+                    let next = waiting.lock().ok().and_then(|mut w| w.pop_front());
+                    match next {
+                        Some(reply) => {
+                            let _ = reply.send(Ok(response));
+                        }
+                        None => {
+                            fail_all(&waiting, "reply without a request");
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = e.to_string();
+                    if let Ok(mut w) = waiting.lock() {
+                        for reply in w.drain(..) {
+                            let _ = reply.send(Err(Error::Protocol(msg.clone())));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        buf.reserve(16 * 1024);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                fail_all(&waiting, "connection closed by the node");
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+fn fail_all(waiting: &Waiting, why: &str) {
+    if let Ok(mut w) = waiting.lock() {
+        for reply in w.drain(..) {
+            let _ = reply.send(Err(Error::Connection(why.into())));
+        }
+    }
+}
