@@ -506,6 +506,7 @@ impl RequestParser {
             }
             b"version" => Command::Version,
             b"quit" => Command::Quit,
+            b"zc_peer" => Command::PeerHello,
             b"stats" => Command::Stats {
                 args: (1..n).map(slice).collect(),
             },

@@ -194,6 +194,9 @@ pub enum Command {
     },
     /// `quit`: close after answering what came before.
     Quit,
+    /// `zc_peer`: marks the connection as zonecache peer traffic, which is
+    /// applied locally and never routed again (not a memcached command).
+    PeerHello,
     /// `mn`: the meta no-op, a pipeline marker.
     MetaNoop,
     /// `me <key> [b]`: the meta debug command.
@@ -321,6 +324,7 @@ impl Command {
             }
             Command::Stats { args } => push_key_line(out, "stats", args),
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
+            Command::PeerHello => out.extend_from_slice(b"zc_peer\r\n"),
             Command::MetaNoop => out.extend_from_slice(b"mn\r\n"),
             Command::MetaDebug { key, base64 } => {
                 out.extend_from_slice(b"me ");

@@ -136,6 +136,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         Just(Command::Version),
         Just(Command::Quit),
         Just(Command::MetaNoop),
+        Just(Command::PeerHello),
         (any::<u32>(), any::<bool>())
             .prop_map(|(level, noreply)| Command::Verbosity { level, noreply }),
         proptest::collection::vec(key_strategy(), 0..3).prop_map(|args| Command::Stats { args }),

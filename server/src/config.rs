@@ -43,6 +43,11 @@ pub struct Config {
     /// Listen backlog.
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub backlog: i32,
+
+    /// Cluster config (TOML: zones, nodes, this node, write policy). Without
+    /// it the node is a single-zone, single-node cache.
+    #[arg(long = "config")]
+    pub cluster_config: Option<std::path::PathBuf>,
 }
 
 impl Config {

@@ -83,6 +83,28 @@ impl Server {
         })
     }
 
+    /// Starts `zonecached` on `port` (which the caller chose, e.g. for a
+    /// cluster config) with extra arguments.
+    pub fn zonecached_on(port: u16, args: &[&str]) -> Server {
+        let mut c = Command::new(zonecached_binary());
+        c.args(["-p", &port.to_string(), "-l", "127.0.0.1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = c.spawn().expect("start zonecached");
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            name: "zonecached",
+        };
+        assert!(
+            server.wait_ready(),
+            "zonecached did not start on port {port}"
+        );
+        server
+    }
+
     /// Starts stock `memcached` on a free port with extra arguments.
     pub fn memcached(args: &[&str]) -> Server {
         Self::start("memcached", |port| {
@@ -154,6 +176,19 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Whether the process exists (without reaping it; usable through `&self`).
+    pub fn is_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false)
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, SIGKILL, …).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
     /// A new blocking connection with reply timeouts.
     pub fn connect(&self) -> Conn {
         Conn::open(self.addr)
@@ -164,6 +199,130 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One node of a [`TestCluster`].
+pub struct ClusterNode {
+    /// Node id (`a1`, `b2`, …).
+    pub id: String,
+    /// Zone name.
+    pub zone: String,
+    /// The process.
+    pub server: Server,
+}
+
+/// A multi-zone cluster of real `zonecached` processes on loopback.
+pub struct TestCluster {
+    pub nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts `zones` × `per_zone` nodes with `write_policy` and optional
+    /// extra top-level config lines.
+    pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
+        let names = ["a", "b", "c", "d"];
+        let ports: Vec<u16> = (0..zones * per_zone).map(|_| free_port()).collect();
+        let dir =
+            std::env::temp_dir().join(format!("zc-cluster-{}-{}", std::process::id(), ports[0]));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let mut zones_toml = String::new();
+        for z in 0..zones {
+            let list: Vec<String> = (0..per_zone)
+                .map(|n| {
+                    format!(
+                        "{{ id = \"{}{}\", addr = \"127.0.0.1:{}\" }}",
+                        names[z],
+                        n + 1,
+                        ports[z * per_zone + n]
+                    )
+                })
+                .collect();
+            zones_toml.push_str(&format!(
+                "\n[[zones]]\nname = \"{}\"\nnodes = [{}]\n",
+                names[z],
+                list.join(", ")
+            ));
+        }
+        let mut nodes = Vec::new();
+        for z in 0..zones {
+            for n in 0..per_zone {
+                let id = format!("{}{}", names[z], n + 1);
+                let path = dir.join(format!("{id}.toml"));
+                let text = format!(
+                    "node = \"{id}\"\nwrite_policy = \"{write_policy}\"\n{extra}\n{zones_toml}"
+                );
+                std::fs::write(&path, text).expect("write config");
+                let server = Server::zonecached_on(
+                    ports[z * per_zone + n],
+                    &[
+                        "-m",
+                        "16",
+                        "-t",
+                        "1",
+                        "--config",
+                        path.to_str().expect("utf-8 path"),
+                    ],
+                );
+                nodes.push(ClusterNode {
+                    id,
+                    zone: names[z].to_string(),
+                    server,
+                });
+            }
+        }
+        TestCluster { nodes, dir }
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> &ClusterNode {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Mutable access to the node with this id.
+    pub fn node_mut(&mut self, id: &str) -> &mut ClusterNode {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// A connection marked as peer traffic: reads this node's own store only.
+    pub fn local(&self, id: &str) -> Conn {
+        let mut c = self.node(id).server.connect();
+        assert_eq!(c.request(b"zc_peer\r\n"), b"OK\r\n");
+        c
+    }
+
+    /// Node ids of one zone.
+    pub fn zone(&self, zone: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.zone == zone)
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// The ids of the nodes whose own store holds `key`.
+    pub fn holders(&self, key: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.server.is_alive())
+            .filter(|n| {
+                let mut c = self.local(&n.id);
+                c.request(format!("mg {key}\r\n").as_bytes()) == b"HD\r\n"
+            })
+            .map(|n| n.id.clone())
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            // A SIGSTOPped node must be continued to be killed cleanly.
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(n.server.pid() as i32, libc::SIGCONT) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

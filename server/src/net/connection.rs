@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use zonecache_proto::RequestParser;
+
+use zonecache_proto::{Command, RequestParser};
 
 use super::exec::{self, Flow};
 use super::Shared;
@@ -23,7 +25,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 256 * 1024;
 
 pub async fn serve(
-    shared: &Shared,
+    shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
@@ -36,6 +38,8 @@ pub async fn serve(
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut counters = ConnCounters::default();
+    // Peer traffic (marked by `zc_peer`) is applied here and never routed.
+    let mut peer = false;
     let result = 'conn: loop {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -69,7 +73,17 @@ pub async fn serve(
                     break 'conn Ok(());
                 }
             };
-            match exec::run(shared, cmd, &mut wbuf, &mut counters, &mut stream).await? {
+            if cmd == Command::PeerHello {
+                peer = true;
+            }
+            let flow = match (&shared.cluster, peer) {
+                (Some(cluster), false) if routed(&cmd) => {
+                    cluster.handle(&shared, cmd, &mut wbuf).await;
+                    Flow::Continue
+                }
+                _ => exec::run(&shared, cmd, &mut wbuf, &mut counters, &mut stream).await?,
+            };
+            match flow {
                 Flow::Continue => {}
                 Flow::Close => {
                     flush(&mut stream, &mut wbuf, &mut counters).await?;
@@ -98,6 +112,23 @@ pub async fn serve(
     shared.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");
     result
+}
+
+/// Commands the cluster routes (the rest are answered by this node alone).
+fn routed(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Version
+            | Command::Verbosity { .. }
+            | Command::Stats { .. }
+            | Command::Quit
+            | Command::Close
+            | Command::MetaNoop
+            | Command::MetaDebug { .. }
+            | Command::PeerHello
+            | Command::TooLarge { .. }
+            | Command::Invalid(_)
+    )
 }
 
 async fn flush(

@@ -68,7 +68,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             counters.cmd_touch += keys.len() as u64;
             (keys, Some(exptime), cas)
         }
-        other => return Ok(execute(shared, other, out, counters)),
+        other => return Ok(execute_local(shared, other, out, counters)),
     };
     for key in &keys {
         get_one(shared, key, touch, cas, out);
@@ -82,12 +82,30 @@ pub async fn run<W: AsyncWrite + Unpin>(
     Ok(Flow::Continue)
 }
 
-/// Runs a command whose reply is bounded (everything but multi-key reads).
-fn execute(shared: &Shared, cmd: Command, out: &mut BytesMut, counters: &mut ConnCounters) -> Flow {
+/// Runs a command against this node's storage, the whole reply into `out`
+/// (connections use [`run`], which streams multi-key reads).
+pub fn execute_local(
+    shared: &Shared,
+    cmd: Command,
+    out: &mut BytesMut,
+    counters: &mut ConnCounters,
+) -> Flow {
     match cmd {
-        Command::Get { .. } | Command::Gat { .. } => {
-            unreachable!("multi-key reads stream through run()")
+        Command::Get { keys, cas } => {
+            counters.cmd_get += keys.len() as u64;
+            for key in &keys {
+                get_one(shared, key, None, cas, out);
+            }
+            out.extend_from_slice(b"END\r\n");
         }
+        Command::Gat { exptime, keys, cas } => {
+            counters.cmd_touch += keys.len() as u64;
+            for key in &keys {
+                get_one(shared, key, Some(exptime), cas, out);
+            }
+            out.extend_from_slice(b"END\r\n");
+        }
+        Command::PeerHello => out.extend_from_slice(b"OK\r\n"),
         Command::Store(s) => {
             counters.cmd_set += 1;
             let kind = match s.mode {

@@ -90,7 +90,7 @@ async fn worker(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = connection::serve(&shared, stream, peer, shutdown).await {
+            if let Err(e) = connection::serve(shared.clone(), stream, peer, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             shared

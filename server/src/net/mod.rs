@@ -13,7 +13,7 @@ use zonecache_proto::ParserConfig;
 use crate::stats::{ConnRegistry, ServerStats, Settings};
 use crate::store::Storage;
 
-pub use exec::HIGH_WATER;
+pub use exec::{execute_local, HIGH_WATER};
 pub use listener::{bind, serve};
 
 /// What every connection shares.
@@ -30,4 +30,6 @@ pub struct Shared {
     pub parser: ParserConfig,
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
+    /// Routing across zones; `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

@@ -1,0 +1,140 @@
+//! Running one node: the runtime, the storage, the listener and workers,
+//! the sweeper, and a graceful stop on SIGINT/SIGTERM. Both `zonecached` and
+//! `zonecache node` run a node through here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::topology::Topology;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::net::{self, Shared};
+use crate::stats::{ConnRegistry, ServerStats, Settings};
+use crate::store::{Engine, EngineConfig, Storage};
+use tokio::sync::watch;
+use zonecache_proto::ParserConfig;
+
+/// How often expired items are reclaimed in the background.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Runs a node with `config` until SIGINT/SIGTERM.
+pub fn run_node(config: Config) -> std::process::ExitCode {
+    init_tracing(config.verbose);
+    let threads = config.worker_threads();
+    // This runtime only runs start-up, signals and the sweeper; connections
+    // are served by the per-worker event loops in `net`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zonecached: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, threads)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonecached: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config, threads: usize) -> Result<(), String> {
+    let cluster = match &config.cluster_config {
+        Some(path) => Some(Arc::new(Cluster::new(Topology::load(path)?))),
+        None => None,
+    };
+    let engine = Engine::new(EngineConfig {
+        memory_limit: config.memory_mb << 20,
+        threads,
+    });
+    let shards = engine.shard_count();
+    let storage: Arc<dyn Storage> = Arc::new(engine);
+    let addr = SocketAddr::new(config.listen, config.port);
+    let listener = net::bind(addr, config.backlog).map_err(|e| {
+        format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
+    })?;
+    let shared = Arc::new(Shared {
+        storage: storage.clone(),
+        stats: ServerStats::default(),
+        settings: Settings {
+            max_bytes: (config.memory_mb as u64) << 20,
+            max_connections: config.max_connections,
+            port: config.port,
+            interface: config.listen.to_string(),
+            threads,
+            item_size_max: config.item_size_max,
+            backlog: config.backlog,
+            idle_timeout: config.idle_timeout,
+            shards,
+        },
+        conns: Arc::new(ConnRegistry::default()),
+        parser: ParserConfig {
+            item_size_max: config.item_size_max,
+            ..ParserConfig::default()
+        },
+        idle_timeout: (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout)),
+        cluster,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = {
+        let storage = storage.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => storage.sweep(),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+    tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
+    let (workers, acceptor) = net::serve(listener, threads, shared, stop_rx)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let acceptor = tokio::spawn(acceptor);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    let _ = acceptor.await;
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,306 @@
+//! The cluster with real processes on loopback: one copy per zone, no
+//! replication loops, zone fallback when the home owner dies or hangs,
+//! write policies, and conditional writes that converge.
+
+use std::time::{Duration, Instant};
+
+use zonecache_client::Ring;
+use zonecache_tests::{Conn, TestCluster};
+
+/// The owner of `key` in a zone, computed with the ring the nodes use.
+fn owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
+    let ids = cluster.zone(zone);
+    let ring = Ring::new(&ids.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
+    ids[ring.owner(key.as_bytes()).expect("nodes")].clone()
+}
+
+/// A node of `zone` that does not own `key` there (the "front").
+fn non_owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
+    let own = owner(cluster, zone, key);
+    cluster
+        .zone(zone)
+        .into_iter()
+        .find(|id| *id != own)
+        .expect("two nodes per zone")
+}
+
+fn stat(conn: &mut Conn, name: &str) -> u64 {
+    let reply = String::from_utf8_lossy(&conn.request(b"stats\r\n")).to_string();
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stat {name}"))
+}
+
+#[test]
+fn one_copy_per_zone_and_no_replication_loops() {
+    let cluster = TestCluster::start(3, 2, "all", "");
+    let front = non_owner(&cluster, "a", "user:1");
+    let mut c = cluster.node(&front).server.connect();
+    assert_eq!(c.request(b"set user:1 7 0 5\r\nalice\r\n"), b"STORED\r\n");
+    // Stored at the owner in every zone, and nowhere else.
+    let mut holders = cluster.holders("user:1");
+    holders.sort();
+    let mut owners: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|z| owner(&cluster, z, "user:1"))
+        .collect();
+    owners.sort();
+    assert_eq!(holders, owners);
+    // Each owner stored it exactly once: three stores for one client set.
+    let sets: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| stat(&mut n.server.connect(), "cmd_set"))
+        .sum();
+    assert_eq!(sets, 3, "one store per zone");
+    // Readable through any node, with its flags.
+    for n in &cluster.nodes {
+        assert_eq!(
+            n.server.connect().request(b"get user:1\r\n"),
+            b"VALUE user:1 7 5\r\nalice\r\nEND\r\n",
+            "through {}",
+            n.id
+        );
+    }
+    // Every zone's copy has the same CAS, so a gets token works anywhere.
+    let tokens: Vec<Vec<u8>> = cluster
+        .nodes
+        .iter()
+        .map(|n| cluster.local(&n.id).request(b"mg user:1 c\r\n"))
+        .filter(|r| r.starts_with(b"HD c"))
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    assert!(tokens.windows(2).all(|w| w[0] == w[1]), "{tokens:?}");
+}
+
+#[test]
+fn multi_get_and_delete_across_owners() {
+    let cluster = TestCluster::start(2, 2, "all", "");
+    let mut c = cluster.node("a1").server.connect();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        assert_eq!(
+            c.request(format!("set k{i} 0 0 2\r\nv{}\r\n", i % 10).as_bytes()),
+            b"STORED\r\n"
+        );
+        expected.extend_from_slice(format!("VALUE k{i} 0 2\r\nv{}\r\n", i % 10).as_bytes());
+    }
+    expected.extend_from_slice(b"END\r\n");
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let line = format!("get {}\r\n", keys.join(" "));
+    assert_eq!(
+        cluster.node("b2").server.connect().request(line.as_bytes()),
+        expected
+    );
+    assert_eq!(c.request(b"delete k3\r\n"), b"DELETED\r\n");
+    assert!(cluster.holders("k3").is_empty());
+    assert_eq!(c.request(b"delete k3\r\n"), b"NOT_FOUND\r\n");
+}
+
+#[test]
+fn reads_fall_back_when_the_home_owner_is_killed() {
+    let mut cluster = TestCluster::start(3, 2, "all-minus-one", "");
+    let key = "session:42";
+    let home_owner = owner(&cluster, "a", key);
+    let front = non_owner(&cluster, "a", key);
+    let mut c = cluster.node(&front).server.connect();
+    assert_eq!(
+        c.request(format!("set {key} 0 0 3\r\nabc\r\n").as_bytes()),
+        b"STORED\r\n"
+    );
+    cluster.node_mut(&home_owner).server.signal(libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        assert_eq!(
+            c.request(format!("get {key}\r\n").as_bytes()),
+            format!("VALUE {key} 0 3\r\nabc\r\nEND\r\n").into_bytes()
+        );
+        assert_eq!(
+            c.request(format!("mg {key} v\r\n").as_bytes()),
+            b"VA 3\r\nabc\r\n"
+        );
+    }
+}
+
+#[test]
+fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
+    let cluster = TestCluster::start(
+        2,
+        2,
+        "one",
+        "read_deadline_ms = 50\nwrite_deadline_ms = 100",
+    );
+    let key = "profile:7";
+    let home_owner = owner(&cluster, "a", key);
+    let front = non_owner(&cluster, "a", key);
+    let mut c = cluster.node(&front).server.connect();
+    assert_eq!(
+        c.request(format!("set {key} 0 0 1\r\nx\r\n").as_bytes()),
+        b"STORED\r\n"
+    );
+    let want = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n").into_bytes();
+    cluster.node(&home_owner).server.signal(libc::SIGSTOP);
+    let mut slowest_after_markdown = Duration::ZERO;
+    for i in 0..10 {
+        let started = Instant::now();
+        assert_eq!(
+            c.request(format!("get {key}\r\n").as_bytes()),
+            want,
+            "read {i}"
+        );
+        let took = started.elapsed();
+        // Every read succeeds within the deadline plus a margin.
+        assert!(
+            took < Duration::from_millis(50 + 1000),
+            "read {i} took {took:?}"
+        );
+        if i >= 5 {
+            slowest_after_markdown = slowest_after_markdown.max(took);
+        }
+    }
+    // After three timeouts the peer is marked down: reads skip it at once.
+    assert!(
+        slowest_after_markdown < Duration::from_millis(50),
+        "{slowest_after_markdown:?}"
+    );
+    cluster.node(&home_owner).server.signal(libc::SIGCONT);
+    // After the back-off it is probed and used again: a write reaches it.
+    std::thread::sleep(Duration::from_millis(400));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.request(format!("set {key} 0 0 1\r\ny\r\n").as_bytes());
+        if cluster
+            .local(&home_owner)
+            .request(format!("mg {key} v\r\n").as_bytes())
+            == b"VA 1\r\ny\r\n"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the continued node was never used again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn write_policies_with_a_zone_down() {
+    for (policy, expect_ok) in [("all", false), ("all-minus-one", true)] {
+        let mut cluster = TestCluster::start(3, 1, policy, "write_deadline_ms = 200");
+        cluster.node_mut("c1").server.signal(libc::SIGKILL);
+        let mut c = cluster.node("a1").server.connect();
+        let reply = c.request(b"set w 0 0 1\r\nx\r\n");
+        if expect_ok {
+            assert_eq!(reply, b"STORED\r\n", "{policy}");
+        } else {
+            // It fails as soon as the policy cannot be met, naming the policy.
+            let text = String::from_utf8_lossy(&reply);
+            assert!(
+                text.starts_with("SERVER_ERROR write policy all not met: "),
+                "{text}"
+            );
+            assert!(text.ends_with(" of 3 zones acknowledged\r\n"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn concurrent_add_and_incr_through_different_zones_converge() {
+    let cluster = TestCluster::start(3, 2, "all", "");
+    let fronts: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    // add: exactly one front wins, every zone ends with the winner's value.
+    let handles: Vec<_> = fronts
+        .iter()
+        .map(|id| {
+            let addr = cluster.node(id).server.addr;
+            let id = id.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                let value = format!("{id:>2}");
+                c.request(format!("add lock 0 0 2\r\n{value}\r\n").as_bytes())
+            })
+        })
+        .collect();
+    let replies: Vec<Vec<u8>> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.as_slice() == b"STORED\r\n")
+            .count(),
+        1,
+        "{replies:?}"
+    );
+    let values: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .map(|z| {
+            cluster
+                .local(&owner(&cluster, z, "lock"))
+                .request(b"mg lock v\r\n")
+        })
+        .collect();
+    assert!(values.windows(2).all(|w| w[0] == w[1]), "{values:?}");
+
+    // incr: 6 fronts × 20 increments = 120 in every zone.
+    cluster
+        .node("a1")
+        .server
+        .connect()
+        .request(b"set counter 0 0 1\r\n0\r\n");
+    let handles: Vec<_> = fronts
+        .iter()
+        .map(|id| {
+            let addr = cluster.node(id).server.addr;
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..20 {
+                    let r = c.request(b"incr counter 1\r\n");
+                    assert!(r.ends_with(b"\r\n") && r[0].is_ascii_digit(), "{r:?}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    for z in ["a", "b", "c"] {
+        let got = cluster
+            .local(&owner(&cluster, z, "counter"))
+            .request(b"mg counter v\r\n");
+        assert_eq!(got, b"VA 3\r\n120\r\n", "zone {z}");
+    }
+}
+
+#[test]
+fn flush_all_reaches_every_node() {
+    let cluster = TestCluster::start(2, 2, "all", "");
+    let mut c = cluster.node("b1").server.connect();
+    for i in 0..10 {
+        c.request(format!("set f{i} 0 0 1\r\nx\r\n").as_bytes());
+    }
+    assert_eq!(c.request(b"flush_all\r\n"), b"OK\r\n");
+    for n in &cluster.nodes {
+        assert_eq!(stat(&mut cluster.local(&n.id), "curr_items"), 0, "{}", n.id);
+    }
+}
+
+#[test]
+fn noreply_and_quiet_mode_through_a_front() {
+    let cluster = TestCluster::start(2, 2, "all", "");
+    let mut c = cluster.node("a2").server.connect();
+    // Nothing comes back for noreply / quiet nominal replies; errors and hits do.
+    assert_eq!(c.request(b"set q 0 0 1 noreply\r\n1\r\n"), b"");
+    assert_eq!(c.request(b"incr q 5 noreply\r\n"), b"");
+    assert_eq!(c.request(b"mg q v q\r\n"), b"VA 1\r\n6\r\n");
+    assert_eq!(c.request(b"mg nothing v q\r\n"), b"");
+    assert_eq!(c.request(b"ms q 1 q\r\n7\r\n"), b"");
+    assert_eq!(c.request(b"ms q 1 ME q\r\n8\r\n"), b"NS\r\n");
+    assert_eq!(c.request(b"md q q\r\n"), b"");
+    assert_eq!(c.request(b"mg q v\r\n"), b"EN\r\n");
+    assert!(cluster.holders("q").is_empty());
+}
