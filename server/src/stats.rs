@@ -161,6 +161,8 @@ pub struct StatsContext<'a> {
     pub storage: &'a dyn Storage,
     pub settings: &'a Settings,
     pub conns: &'a ConnRegistry,
+    /// The cluster, for `stats zones` and `stats peers`.
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 fn rusage() -> (String, String) {
@@ -307,6 +309,8 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 put(&format!("{id}:secs_since_last_cmd"), idle.to_string());
             }
         }
+        Some(b"zones") => out.extend(ctx.cluster?.zone_stats()),
+        Some(b"peers") => out.extend(ctx.cluster?.peer_stats()),
         _ => return None,
     }
     Some(out)

@@ -304,3 +304,74 @@ fn noreply_and_quiet_mode_through_a_front() {
     assert_eq!(c.request(b"mg q v\r\n"), b"EN\r\n");
     assert!(cluster.holders("q").is_empty());
 }
+
+#[test]
+fn partial_fallback_asks_only_for_the_missing_keys_and_repairs_home() {
+    let cluster = TestCluster::start(2, 2, "all", "");
+    let mut c = cluster.node("a1").server.connect();
+    let keys: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for k in &keys {
+        assert_eq!(
+            c.request(format!("set {k} 3 300 2\r\nok\r\n").as_bytes()),
+            b"STORED\r\n"
+        );
+    }
+    // Lose three keys in the home zone (as if their owner had restarted empty).
+    let lost = ["m1", "m4", "m7"];
+    for k in lost {
+        let home = owner(&cluster, "a", k);
+        assert_eq!(
+            cluster
+                .local(&home)
+                .request(format!("md {k}\r\n").as_bytes()),
+            b"HD\r\n"
+        );
+    }
+    let gets_in_b = |cluster: &TestCluster| -> u64 {
+        cluster
+            .zone("b")
+            .iter()
+            .map(|id| stat(&mut cluster.local(id), "cmd_get"))
+            .sum()
+    };
+    let before = gets_in_b(&cluster);
+    let reply = c.request(format!("get {}\r\n", keys.join(" ")).as_bytes());
+    let mut want = Vec::new();
+    for k in &keys {
+        want.extend_from_slice(format!("VALUE {k} 3 2\r\nok\r\n").as_bytes());
+    }
+    want.extend_from_slice(b"END\r\n");
+    assert_eq!(reply, want);
+    // Zone b was asked for exactly the three missing keys (the stats
+    // connections' own reads are not key reads).
+    assert_eq!(gets_in_b(&cluster) - before, 3);
+    // Read repair put them back at home, with their flags and remaining TTL.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for k in lost {
+        let home = owner(&cluster, "a", k);
+        loop {
+            let got = String::from_utf8_lossy(
+                &cluster
+                    .local(&home)
+                    .request(format!("mg {k} f t v\r\n").as_bytes()),
+            )
+            .to_string();
+            if got.starts_with("VA 2 f3 t") {
+                let line = got.lines().next().unwrap_or_default();
+                let ttl: i64 = line.split(' ').nth(3).unwrap()[1..].parse().unwrap();
+                assert!((290..=300).contains(&ttl), "{got:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{k} not repaired: {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let zones = String::from_utf8_lossy(&c.request(b"stats zones\r\n")).to_string();
+    assert!(zones.contains("STAT b:fallback_hits 3\r\n"), "{zones}");
+    assert!(zones.contains("STAT b:read_repairs 3\r\n"), "{zones}");
+    let peers = String::from_utf8_lossy(&c.request(b"stats peers\r\n")).to_string();
+    assert!(
+        peers.contains("STAT b1:state up\r\n") && peers.contains("STAT b2:state up\r\n"),
+        "{peers}"
+    );
+}

@@ -46,6 +46,8 @@ pub struct ZoneStats {
     pub fallback_hits: AtomicU64,
     /// Copies to this zone that failed or were dropped.
     pub replication_failures: AtomicU64,
+    /// Items found in this zone and written back to the home zone.
+    pub read_repairs: AtomicU64,
 }
 
 /// The routing state shared by every connection of a node.
@@ -53,7 +55,7 @@ pub struct Cluster {
     pub topology: Topology,
     peers: HashMap<String, Arc<Peer>>,
     background: Arc<Semaphore>,
-    pub zone_stats: Vec<ZoneStats>,
+    zone_stats: Vec<ZoneStats>,
     cas_clock: AtomicU64,
     node_tag: u64,
 }
@@ -96,14 +98,59 @@ impl Cluster {
         }
     }
 
-    /// The peers, for `stats peers`.
-    pub fn peers(&self) -> impl Iterator<Item = &Arc<Peer>> {
-        self.peers.values()
+    /// `stats peers`: per peer state, calls, mean latency, in flight,
+    /// timeouts, errors and mark-downs.
+    pub fn peer_stats(&self) -> Vec<(String, String)> {
+        let mut peers: Vec<&Arc<Peer>> = self.peers.values().collect();
+        peers.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        let mut out = Vec::new();
+        for p in peers {
+            let id = &p.node.id;
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let calls = load(&p.calls);
+            out.push((format!("{id}:addr"), p.node.addr.to_string()));
+            out.push((
+                format!("{id}:state"),
+                if p.is_down() { "down" } else { "up" }.into(),
+            ));
+            out.push((format!("{id}:calls"), calls.to_string()));
+            out.push((
+                format!("{id}:mean_latency_us"),
+                (load(&p.latency_us) / calls.max(1)).to_string(),
+            ));
+            out.push((format!("{id}:in_flight"), load(&p.in_flight).to_string()));
+            out.push((format!("{id}:timeouts"), load(&p.timeouts).to_string()));
+            out.push((format!("{id}:errors"), load(&p.errors).to_string()));
+            out.push((format!("{id}:mark_downs"), load(&p.mark_downs).to_string()));
+        }
+        out
     }
 
-    /// Background copies in flight.
-    pub fn replication_queue(&self) -> usize {
-        MAX_BACKGROUND - self.background.available_permits()
+    /// `stats zones`: per zone fallbacks, read repairs and replication
+    /// failures, and the background queue.
+    pub fn zone_stats(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("home_zone".to_string(), self.topology.zones[0].name.clone()),
+            (
+                "write_policy".to_string(),
+                self.topology.write_policy.name().to_string(),
+            ),
+            (
+                "replication_queue".to_string(),
+                (MAX_BACKGROUND - self.background.available_permits()).to_string(),
+            ),
+        ];
+        for (z, s) in self.topology.zones.iter().zip(&self.zone_stats) {
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+            out.push((format!("{}:nodes", z.name), z.nodes.len().to_string()));
+            out.push((format!("{}:fallback_hits", z.name), load(&s.fallback_hits)));
+            out.push((format!("{}:read_repairs", z.name), load(&s.read_repairs)));
+            out.push((
+                format!("{}:replication_failures", z.name),
+                load(&s.replication_failures),
+            ));
+        }
+        out
     }
 
     /// A CAS unique across the cluster: time-based, tagged with this node,
@@ -268,9 +315,7 @@ impl Cluster {
                 if let Ok(Response::Values(values)) = reply {
                     for v in values {
                         if zi > 0 {
-                            self.zone_stats[zi]
-                                .fallback_hits
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.fallback_hit(shared, zi, &v.key);
                         }
                         found.insert(v.key.clone(), v);
                     }
@@ -304,9 +349,7 @@ impl Cluster {
             let hit = matches!(&reply, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
             if hit {
                 if zi > 0 {
-                    self.zone_stats[zi]
-                        .fallback_hits
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.fallback_hit(shared, zi, &key);
                 }
                 last = reply;
                 break;
@@ -316,6 +359,51 @@ impl Cluster {
             }
         }
         last
+    }
+
+    /// A read missed at home and hit in zone `zone`: count it, and (read
+    /// repair) copy the item back to its home owner in the background, with
+    /// flags, remaining TTL and CAS. The copy uses `add` semantics, so it
+    /// never overwrites a newer home copy; when the background queue is full
+    /// it is dropped and counted.
+    fn fallback_hit(&self, shared: &Arc<Shared>, zone: usize, key: &Bytes) {
+        self.zone_stats[zone]
+            .fallback_hits
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.topology.read_repair {
+            return;
+        }
+        let Some(cluster) = shared.cluster.clone() else {
+            return;
+        };
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            self.zone_stats[0]
+                .replication_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (shared, key) = (shared.clone(), key.clone());
+        tokio::spawn(async move {
+            let source = cluster.topology.zones[zone].owner(&key).clone();
+            let home = cluster.topology.zones[0].owner(&key).clone();
+            if let Some(Command::MetaSet { mut meta, data }) =
+                cluster.read_item(&shared, &source, &key).await
+            {
+                set_flag(&mut meta.flags, b'M', "E".into());
+                meta.flags.mode = Some(b'E');
+                let copy = Command::MetaSet { meta, data };
+                if let Ok(Response::Meta(m)) =
+                    cluster.at(&shared, &home, &copy, Deadline::Write).await
+                {
+                    if m.code == MetaCode::Header {
+                        cluster.zone_stats[zone]
+                            .read_repairs
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            drop(permit);
+        });
     }
 
     /// Sends `cmd` to the key's owner in every zone; answers once the write

@@ -33,6 +33,10 @@ pub struct Peer {
     pub errors: AtomicU64,
     pub mark_downs: AtomicU64,
     pub calls: AtomicU64,
+    /// Sum of call latencies in microseconds (for the mean in `stats peers`).
+    pub latency_us: AtomicU64,
+    /// Calls waiting for a reply right now.
+    pub in_flight: AtomicU64,
 }
 
 impl Peer {
@@ -48,6 +52,8 @@ impl Peer {
             errors: AtomicU64::new(0),
             mark_downs: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -79,11 +85,16 @@ impl Peer {
             )));
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = match tokio::time::timeout(deadline, self.connection(deadline)).await {
             Ok(Ok(c)) => c.call(cmd, deadline).await,
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Timeout),
         };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.latency_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &result {
             Ok(_) | Err(Error::Client(_)) | Err(Error::Server(_)) => {
                 self.failures.store(0, Ordering::Relaxed);

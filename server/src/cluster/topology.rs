@@ -7,6 +7,7 @@
 //! read_deadline_ms = 20
 //! write_deadline_ms = 50
 //! fallback = ["b", "c"]            # zones to read from after the home zone
+//! read_repair = true               # copy hits from other zones home (default)
 //!
 //! [[zones]]
 //! name = "a"
@@ -96,7 +97,13 @@ pub struct ClusterConfig {
     pub write_deadline_ms: u64,
     #[serde(default)]
     pub fallback: Vec<String>,
+    #[serde(default = "default_true")]
+    pub read_repair: bool,
     pub zones: Vec<ZoneConfig>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A zone with its ring.
@@ -127,6 +134,8 @@ pub struct Topology {
     /// Indexes into `zones` in the config file's order: the first zone
     /// that answers decides conditional writes.
     pub arbiter_order: Vec<usize>,
+    /// Copy hits found in other zones back to the home zone.
+    pub read_repair: bool,
 }
 
 impl Topology {
@@ -209,6 +218,7 @@ impl Topology {
             me,
             zones,
             arbiter_order,
+            read_repair: config.read_repair,
             write_policy: config.write_policy,
             read_deadline: Duration::from_millis(config.read_deadline_ms),
             write_deadline: Duration::from_millis(config.write_deadline_ms),

@@ -275,6 +275,7 @@ fn stats_command(shared: &Shared, args: &[Bytes], out: &mut BytesMut) {
         storage: shared.storage.as_ref(),
         settings: &shared.settings,
         conns: &shared.conns,
+        cluster: shared.cluster.as_deref(),
     };
     match stats::group(&ctx, args) {
         Some(lines) => {
