@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::topology::Topology;
-use crate::cluster::Cluster;
+use crate::cluster::ClusterHandle;
 use crate::config::Config;
 use crate::net::{self, Shared};
 use crate::stats::{ConnRegistry, ServerStats, Settings};
@@ -59,7 +58,7 @@ fn init_tracing(verbose: u8) {
 
 async fn run(config: Config, threads: usize) -> Result<(), String> {
     let cluster = match &config.cluster_config {
-        Some(path) => Some(Arc::new(Cluster::new(Topology::load(path)?))),
+        Some(path) => Some(ClusterHandle::load(path)?),
         None => None,
     };
     let engine = Engine::new(EngineConfig {
@@ -109,6 +108,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
+    let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
     let (workers, acceptor) = net::serve(listener, threads, shared, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
@@ -117,10 +117,30 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
     let _ = acceptor.await;
+    reloader.abort();
     for worker in workers {
         let _ = worker.join();
     }
     Ok(())
+}
+
+/// Reloads the cluster config on every SIGHUP.
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match &shared.cluster {
+            Some(cluster) => match cluster.reload() {
+                Ok(()) => tracing::info!("cluster config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster config not reloaded; the running one stays")
+                }
+            },
+            None => tracing::info!("SIGHUP ignored: no cluster config"),
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.

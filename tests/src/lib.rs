@@ -215,6 +215,10 @@ pub struct ClusterNode {
 /// A multi-zone cluster of real `zonecached` processes on loopback.
 pub struct TestCluster {
     pub nodes: Vec<ClusterNode>,
+    /// Zones with their (node id, port), as written to the configs.
+    layout: Vec<(String, Vec<(String, u16)>)>,
+    /// Top-level config lines (policy, deadlines).
+    header: String,
     dir: PathBuf,
 }
 
@@ -223,56 +227,106 @@ impl TestCluster {
     /// extra top-level config lines.
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
         let names = ["a", "b", "c", "d"];
-        let ports: Vec<u16> = (0..zones * per_zone).map(|_| free_port()).collect();
-        let dir =
-            std::env::temp_dir().join(format!("zc-cluster-{}-{}", std::process::id(), ports[0]));
+        let layout: Vec<(String, Vec<(String, u16)>)> = (0..zones)
+            .map(|z| {
+                let nodes = (0..per_zone)
+                    .map(|n| (format!("{}{}", names[z], n + 1), free_port()))
+                    .collect();
+                (names[z].to_string(), nodes)
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "zc-cluster-{}-{}",
+            std::process::id(),
+            layout[0].1[0].1
+        ));
         std::fs::create_dir_all(&dir).expect("config dir");
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            layout,
+            header: format!("write_policy = \"{write_policy}\"\n{extra}\n"),
+            dir,
+        };
+        cluster.write_configs();
+        let all: Vec<(String, String, u16)> = cluster
+            .layout
+            .iter()
+            .flat_map(|(zone, nodes)| {
+                nodes
+                    .iter()
+                    .map(move |(id, port)| (zone.clone(), id.clone(), *port))
+            })
+            .collect();
+        for (zone, id, port) in all {
+            cluster.spawn(&zone, &id, port);
+        }
+        cluster
+    }
+
+    fn config_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.toml"))
+    }
+
+    /// Writes every node's config from the layout.
+    fn write_configs(&self) {
         let mut zones_toml = String::new();
-        for z in 0..zones {
-            let list: Vec<String> = (0..per_zone)
-                .map(|n| {
-                    format!(
-                        "{{ id = \"{}{}\", addr = \"127.0.0.1:{}\" }}",
-                        names[z],
-                        n + 1,
-                        ports[z * per_zone + n]
-                    )
-                })
+        for (zone, nodes) in &self.layout {
+            let list: Vec<String> = nodes
+                .iter()
+                .map(|(id, port)| format!("{{ id = \"{id}\", addr = \"127.0.0.1:{port}\" }}"))
                 .collect();
             zones_toml.push_str(&format!(
-                "\n[[zones]]\nname = \"{}\"\nnodes = [{}]\n",
-                names[z],
+                "\n[[zones]]\nname = \"{zone}\"\nnodes = [{}]\n",
                 list.join(", ")
             ));
         }
-        let mut nodes = Vec::new();
-        for z in 0..zones {
-            for n in 0..per_zone {
-                let id = format!("{}{}", names[z], n + 1);
-                let path = dir.join(format!("{id}.toml"));
-                let text = format!(
-                    "node = \"{id}\"\nwrite_policy = \"{write_policy}\"\n{extra}\n{zones_toml}"
-                );
-                std::fs::write(&path, text).expect("write config");
-                let server = Server::zonecached_on(
-                    ports[z * per_zone + n],
-                    &[
-                        "-m",
-                        "16",
-                        "-t",
-                        "1",
-                        "--config",
-                        path.to_str().expect("utf-8 path"),
-                    ],
-                );
-                nodes.push(ClusterNode {
-                    id,
-                    zone: names[z].to_string(),
-                    server,
-                });
+        for (_, nodes) in &self.layout {
+            for (id, _) in nodes {
+                let text = format!("node = \"{id}\"\n{}{zones_toml}", self.header);
+                std::fs::write(self.config_path(id), text).expect("write config");
             }
         }
-        TestCluster { nodes, dir }
+    }
+
+    fn spawn(&mut self, zone: &str, id: &str, port: u16) {
+        let path = self.config_path(id);
+        let server = Server::zonecached_on(
+            port,
+            &[
+                "-m",
+                "16",
+                "-t",
+                "1",
+                "--config",
+                path.to_str().expect("utf-8 path"),
+            ],
+        );
+        self.nodes.push(ClusterNode {
+            id: id.to_string(),
+            zone: zone.to_string(),
+            server,
+        });
+    }
+
+    /// Adds a node to `zone`: rewrites every config, starts the new node,
+    /// and sends SIGHUP to the others so they reload. Returns its id.
+    pub fn add_node(&mut self, zone: &str) -> String {
+        let port = free_port();
+        let entry = self
+            .layout
+            .iter_mut()
+            .find(|(z, _)| z == zone)
+            .expect("zone");
+        let id = format!("{zone}{}", entry.1.len() + 1);
+        entry.1.push((id.clone(), port));
+        self.write_configs();
+        self.spawn(zone, &id, port);
+        for n in &self.nodes {
+            if n.id != id {
+                n.server.signal(libc::SIGHUP);
+            }
+        }
+        id
     }
 
     /// The node with this id.

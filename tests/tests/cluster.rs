@@ -375,3 +375,62 @@ fn partial_fallback_asks_only_for_the_missing_keys_and_repairs_home() {
         "{peers}"
     );
 }
+
+#[test]
+fn config_reload_adds_a_node_and_moves_about_one_in_n_plus_one_keys() {
+    let mut cluster = TestCluster::start(2, 2, "all", "");
+    let keys: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
+    let mut c = cluster.node("b1").server.connect();
+    let mut batch = Vec::new();
+    for k in &keys {
+        batch.extend_from_slice(format!("set {k} 0 0 1\r\nx\r\n").as_bytes());
+    }
+    c.request(&batch);
+    let before: Vec<String> = keys.iter().map(|k| owner(&cluster, "a", k)).collect();
+    let added = cluster.add_node("a");
+    let after: Vec<String> = keys.iter().map(|k| owner(&cluster, "a", k)).collect();
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let share = moved as f64 / keys.len() as f64;
+    assert!(
+        (0.2..0.47).contains(&share),
+        "moved {share}, expected about 1/3"
+    );
+    assert!(
+        after
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| a == b || *a == added),
+        "keys only move to the new node"
+    );
+    // Every key is still readable through a node of the zone that grew (moved
+    // keys come from zone b until read repair fills the new node).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut front = cluster.node("a1").server.connect();
+    loop {
+        let misses = keys
+            .iter()
+            .filter(|k| front.request(format!("get {k}\r\n").as_bytes()) == b"END\r\n")
+            .count();
+        if misses == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{misses} keys unreadable after the reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new node now holds the keys it owns (repaired from zone b).
+    let mut local = cluster.local(&added);
+    let owned: Vec<&String> = keys
+        .iter()
+        .zip(&after)
+        .filter(|(_, a)| **a == added)
+        .map(|(k, _)| k)
+        .collect();
+    let held = owned
+        .iter()
+        .filter(|k| local.request(format!("mg {k}\r\n").as_bytes()) == b"HD\r\n")
+        .count();
+    assert_eq!(held, owned.len());
+}

@@ -19,8 +19,10 @@ pub mod peer;
 pub mod topology;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::RwLock;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
@@ -67,15 +69,66 @@ enum Deadline {
     Write,
 }
 
+/// The cluster a node routes by right now; replaced whole on reload, so a
+/// request sees one consistent topology from start to end.
+pub struct ClusterHandle {
+    current: RwLock<Arc<Cluster>>,
+    /// The config file, read again on SIGHUP.
+    path: PathBuf,
+}
+
+impl ClusterHandle {
+    /// Loads the config at `path`.
+    pub fn load(path: &Path) -> Result<ClusterHandle, String> {
+        let cluster = Cluster::new(Topology::load(path)?, None);
+        Ok(ClusterHandle {
+            current: RwLock::new(Arc::new(cluster)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The cluster as of now.
+    pub fn get(&self) -> Arc<Cluster> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the config again and switches to it: new nodes are used at
+    /// once, connections to unchanged nodes are kept, and removed nodes'
+    /// connections close when their last in-flight request is done. A bad
+    /// file leaves the running topology in place.
+    pub fn reload(&self) -> Result<(), String> {
+        let topology = Topology::load(&self.path)?;
+        if topology.me.id != self.get().topology.me.id {
+            return Err("the config names another node; restart to change identity".into());
+        }
+        let next = Arc::new(Cluster::new(topology, Some(&self.get())));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
 impl Cluster {
-    /// Routing state for `topology`.
-    pub fn new(topology: Topology) -> Cluster {
+    /// Routing state for `topology`, keeping `previous`'s connections to
+    /// nodes that are still there at the same address.
+    pub fn new(topology: Topology, previous: Option<&Cluster>) -> Cluster {
         let peers = topology
             .zones
             .iter()
             .flat_map(|z| z.nodes.iter())
             .filter(|n| n.id != topology.me.id)
-            .map(|n| (n.id.clone(), Arc::new(Peer::new(n.clone()))))
+            .map(|n| {
+                let kept = previous
+                    .and_then(|p| p.peers.get(&n.id))
+                    .filter(|p| p.node.addr == n.addr)
+                    .cloned();
+                (
+                    n.id.clone(),
+                    kept.unwrap_or_else(|| Arc::new(Peer::new(n.clone()))),
+                )
+            })
             .collect();
         let node_tag = topology
             .me
@@ -91,9 +144,12 @@ impl Cluster {
         Cluster {
             topology,
             peers,
-            background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+            background: previous.map_or_else(
+                || Arc::new(Semaphore::new(MAX_BACKGROUND)),
+                |p| p.background.clone(),
+            ),
             zone_stats,
-            cas_clock: AtomicU64::new(0),
+            cas_clock: AtomicU64::new(previous.map_or(0, |p| p.cas_clock.load(Ordering::Relaxed))),
             node_tag,
         }
     }
@@ -373,7 +429,7 @@ impl Cluster {
         if !self.topology.read_repair {
             return;
         }
-        let Some(cluster) = shared.cluster.clone() else {
+        let Some(cluster) = shared.cluster.as_ref().map(ClusterHandle::get) else {
             return;
         };
         let Ok(permit) = self.background.clone().try_acquire_owned() else {

@@ -78,7 +78,7 @@ pub async fn serve(
             }
             let flow = match (&shared.cluster, peer) {
                 (Some(cluster), false) if routed(&cmd) => {
-                    cluster.handle(&shared, cmd, &mut wbuf).await;
+                    cluster.get().handle(&shared, cmd, &mut wbuf).await;
                     Flow::Continue
                 }
                 _ => exec::run(&shared, cmd, &mut wbuf, &mut counters, &mut stream).await?,

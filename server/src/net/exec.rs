@@ -270,12 +270,13 @@ fn stats_command(shared: &Shared, args: &[Bytes], out: &mut BytesMut) {
         out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
         return;
     }
+    let cluster = shared.cluster.as_ref().map(|c| c.get());
     let ctx = StatsContext {
         server: &shared.stats,
         storage: shared.storage.as_ref(),
         settings: &shared.settings,
         conns: &shared.conns,
-        cluster: shared.cluster.as_deref(),
+        cluster: cluster.as_deref(),
     };
     match stats::group(&ctx, args) {
         Some(lines) => {

@@ -31,5 +31,5 @@ pub struct Shared {
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
     /// Routing across zones; `None` for a single node.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub cluster: Option<crate::cluster::ClusterHandle>,
 }
