@@ -195,6 +195,12 @@ fn write_policies_with_a_zone_down() {
         let reply = c.request(b"set w 0 0 1\r\nx\r\n");
         if expect_ok {
             assert_eq!(reply, b"STORED\r\n", "{policy}");
+            // The copy to the dead zone is counted as failed.
+            let zones = String::from_utf8_lossy(&c.request(b"stats zones\r\n")).to_string();
+            assert!(
+                zones.contains("STAT c:replication_failures 1\r\n"),
+                "{zones}"
+            );
         } else {
             // It fails as soon as the policy cannot be met, naming the policy.
             let text = String::from_utf8_lossy(&reply);
