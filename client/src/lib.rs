@@ -6,10 +6,13 @@
 //! routing with fallback, realtime and batch lanes, and request-scoped
 //! lookup coalescing (see `../shared/DESIGN.md`).
 
+// tokio has no networking under `--cfg loom` (the server's loom models).
+#[cfg(not(loom))]
 pub mod conn;
 pub mod error;
 pub mod ring;
 
+#[cfg(not(loom))]
 pub use conn::Connection;
 pub use error::Error;
 pub use ring::Ring;

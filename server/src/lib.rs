@@ -5,13 +5,15 @@
 //! through `zonecache-client`), the network front (`net/`), running a node
 //! (`node.rs`), stats and configuration.
 
+// tokio has no networking under `--cfg loom`: the loom models cover
+// `store`, and everything that does I/O is left out of that build.
 #[cfg(not(loom))]
 pub mod cluster;
 pub mod config;
-// tokio has no networking under `--cfg loom`; loom models cover `store`.
 #[cfg(not(loom))]
 pub mod net;
 #[cfg(not(loom))]
 pub mod node;
+#[cfg(not(loom))]
 pub mod stats;
 pub mod store;

@@ -57,7 +57,8 @@ pub struct Cluster {
     pub topology: Topology,
     peers: HashMap<String, Arc<Peer>>,
     background: Arc<Semaphore>,
-    zone_stats: Vec<ZoneStats>,
+    /// Shared with background copies, which count their own failures.
+    zone_stats: Arc<Vec<ZoneStats>>,
     cas_clock: AtomicU64,
     node_tag: u64,
 }
@@ -136,11 +137,13 @@ impl Cluster {
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
             & 0xff;
-        let zone_stats = topology
-            .zones
-            .iter()
-            .map(|_| ZoneStats::default())
-            .collect();
+        let zone_stats = Arc::new(
+            topology
+                .zones
+                .iter()
+                .map(|_| ZoneStats::default())
+                .collect(),
+        );
         Cluster {
             topology,
             peers,
@@ -196,7 +199,7 @@ impl Cluster {
                 (MAX_BACKGROUND - self.background.available_permits()).to_string(),
             ),
         ];
-        for (z, s) in self.topology.zones.iter().zip(&self.zone_stats) {
+        for (z, s) in self.topology.zones.iter().zip(self.zone_stats.iter()) {
             let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
             out.push((format!("{}:nodes", z.name), z.nodes.len().to_string()));
             out.push((format!("{}:fallback_hits", z.name), load(&s.fallback_hits)));
@@ -476,9 +479,13 @@ impl Cluster {
         for (zi, zone) in self.topology.zones.iter().enumerate() {
             let node = zone.owner(key).clone();
             if node.id == self.topology.me.id {
-                let _ = tx
-                    .send((zi, self.at(shared, &node, &cmd, Deadline::Write).await))
-                    .await;
+                let reply = self.at(shared, &node, &cmd, Deadline::Write).await;
+                if reply.is_err() {
+                    self.zone_stats[zi]
+                        .replication_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = tx.send((zi, reply)).await;
                 continue;
             }
             let Ok(permit) = self.background.clone().try_acquire_owned() else {
@@ -490,11 +497,18 @@ impl Cluster {
             };
             let peer = self.peers.get(&node.id).cloned();
             let (cmd, tx, deadline) = (cmd.clone(), tx.clone(), self.topology.write_deadline);
+            let zone_stats = self.zone_stats.clone();
             tokio::spawn(async move {
                 let reply = match peer {
                     Some(p) => p.call(&cmd, deadline).await,
                     None => Err(Error::Connection("unknown node".into())),
                 };
+                // Counted here: the caller may have had its answer already.
+                if reply.is_err() {
+                    zone_stats[zi]
+                        .replication_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = tx.send((zi, reply)).await;
                 drop(permit);
             });
@@ -511,9 +525,6 @@ impl Cluster {
                 }
                 Err(e) => {
                     failures += 1;
-                    self.zone_stats[zi]
-                        .replication_failures
-                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(zone = %self.topology.zones[zi].name, error = %e, "copy failed");
                 }
             }
