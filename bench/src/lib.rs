@@ -6,6 +6,7 @@
 //! side (`compare`, `memory`, `hitratio`) and write a table, a JSON file and
 //! an SVG plot per run.
 
+pub mod cluster;
 pub mod load;
 pub mod procs;
 pub mod report;

@@ -64,6 +64,25 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         value_size: usize,
     },
+    /// A 3-zone × 2-node cluster (`zonecache local`) against a single node:
+    /// front vs direct reads, sets under the write policy, hung home owner.
+    Cluster {
+        /// `-m` of every node (MiB).
+        #[arg(long, default_value_t = 64)]
+        memory: usize,
+        /// Keys (all owned by one node of zone a).
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+        /// Realtime read rate while the home owner is hung.
+        #[arg(long, default_value_t = 2000.0)]
+        hung_rate: f64,
+    },
     /// The same Zipf trace against both; hit ratios.
     Hitratio {
         #[command(flatten)]
@@ -185,6 +204,7 @@ impl WorkloadArgs {
             ttl: self.ttl,
             protocol,
             seed: self.seed,
+            key_list: None,
         })
     }
 }
@@ -281,6 +301,32 @@ fn main() -> std::process::ExitCode {
                 &cli.out,
             )
         }),
+        Cmd::Cluster {
+            memory,
+            keys,
+            value_size,
+            load,
+            pairs,
+            hung_rate,
+        } => {
+            let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+            zonecache_bench::cluster::cluster(
+                &zonecache_bench::cluster::ClusterOptions {
+                    memory_mb: memory,
+                    keys,
+                    value_size,
+                    load: load.build(
+                        placeholder,
+                        Mode::Closed {
+                            depth: load.depth.max(1),
+                        },
+                    ),
+                    pairs: pairs.max(1),
+                    hung_rate,
+                },
+                &cli.out,
+            )
+        }
         Cmd::Memory {
             servers,
             key_size,

@@ -38,17 +38,18 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The `zonecached` built with the same profile as this binary, built if missing.
-fn zonecached_binary() -> Result<PathBuf, String> {
+/// A binary of the server package (`zonecached`, `zonecache`) built with
+/// the same profile as this one, built if missing.
+pub fn server_binary(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut dir = exe.parent().ok_or("no binary directory")?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop(); // running as a test binary
     }
-    let path = dir.join("zonecached");
+    let path = dir.join(name);
     if !path.exists() {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "zonecache-server", "--bin", "zonecached"]);
+        cmd.args(["build", "-p", "zonecache-server", "--bin", name]);
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -56,7 +57,7 @@ fn zonecached_binary() -> Result<PathBuf, String> {
             .status()
             .map_err(|e| format!("cannot run cargo to build zonecached: {e}"))?;
         if !status.success() {
-            return Err("building zonecached failed".into());
+            return Err(format!("building {name} failed"));
         }
     }
     Ok(path)
@@ -77,7 +78,7 @@ impl ServerProc {
                     }
                     c
                 }
-                Kind::Zonecached => Command::new(zonecached_binary()?),
+                Kind::Zonecached => Command::new(server_binary("zonecached")?),
             };
             cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-m", &memory_mb.to_string(), "-t", &threads.to_string()])

@@ -68,7 +68,7 @@ pub fn preload(addr: SocketAddr, workload: &Workload) -> Result<(), String> {
     for i in 0..workload.keys {
         Command::Store(Store {
             mode: StoreMode::Set,
-            key: key_name(i, workload.key_size),
+            key: workload.key_at(i),
             flags: 0,
             exptime: workload.ttl,
             data: data.clone(),

@@ -61,6 +61,20 @@ pub struct Workload {
     pub protocol: Protocol,
     /// Seed: the same seed gives the same request sequence.
     pub seed: u64,
+    /// Use these keys (by index) instead of generated names, e.g. keys that
+    /// one node owns; `keys` should equal its length.
+    #[serde(skip)]
+    pub key_list: Option<std::sync::Arc<Vec<Bytes>>>,
+}
+
+impl Workload {
+    /// The key with index `i`.
+    pub fn key_at(&self, i: u64) -> Bytes {
+        match &self.key_list {
+            Some(list) => list[i as usize % list.len()].clone(),
+            None => key_name(i, self.key_size),
+        }
+    }
 }
 
 impl Default for Workload {
@@ -78,6 +92,7 @@ impl Default for Workload {
             ttl: 0,
             protocol: Protocol::Text,
             seed: 1,
+            key_list: None,
         }
     }
 }
@@ -165,7 +180,7 @@ impl OpGen {
 
     fn key(&mut self) -> Bytes {
         let i = self.keys.sample(&mut self.rng);
-        key_name(i, self.workload.key_size)
+        self.workload.key_at(i)
     }
 
     /// Appends the next request to `out` and says what it was.

@@ -1,9 +1,11 @@
 //! One peer node: a lazily opened, pipelined connection marked as peer
 //! traffic, and its health — consecutive failures mark it down for an
-//! exponential back-off (capped), during which calls fail at once.
+//! exponential back-off (capped), during which calls fail at once. When the
+//! back-off ends, one background probe (`mn`) decides: the peer is used again
+//! only after it answers, so a hung peer never makes real requests wait.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zonecache_client::{Connection, Error};
@@ -19,6 +21,18 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Requests in flight to one peer.
 const MAX_IN_FLIGHT: usize = 4096;
+/// How long a probe waits for the peer's answer.
+const PROBE_DEADLINE: Duration = Duration::from_millis(200);
+
+/// Whether requests may go to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Up,
+    /// Skipped until this instant, then probed.
+    Down(Instant),
+    /// A probe is in flight; still skipped.
+    Probing,
+}
 
 /// A peer and what we know of its health.
 pub struct Peer {
@@ -27,7 +41,7 @@ pub struct Peer {
     failures: AtomicU32,
     /// Mark-downs in a row (sets the back-off).
     strikes: AtomicU32,
-    down_until: Mutex<Option<Instant>>,
+    health: Mutex<Health>,
     /// Counters for `stats peers`.
     pub timeouts: AtomicU64,
     pub errors: AtomicU64,
@@ -47,7 +61,7 @@ impl Peer {
             conn: tokio::sync::Mutex::new(None),
             failures: AtomicU32::new(0),
             strikes: AtomicU32::new(0),
-            down_until: Mutex::new(None),
+            health: Mutex::new(Health::Up),
             timeouts: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             mark_downs: AtomicU64::new(0),
@@ -57,10 +71,35 @@ impl Peer {
         }
     }
 
-    /// Whether the peer is marked down right now.
+    /// Whether the peer is marked down (or being probed) right now.
     pub fn is_down(&self) -> bool {
-        let until = *self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        until.is_some_and(|t| Instant::now() < t)
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) != Health::Up
+    }
+
+    /// For a marked-down peer whose back-off is over: start the one probe.
+    fn probe_if_due(self: &Arc<Self>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let Health::Down(until) = *health else { return };
+        if Instant::now() < until {
+            return;
+        }
+        *health = Health::Probing;
+        drop(health);
+        let peer = self.clone();
+        tokio::spawn(async move {
+            let ok = match peer.connection(PROBE_DEADLINE).await {
+                Ok(c) => c.call(&Command::MetaNoop, PROBE_DEADLINE).await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                peer.failures.store(0, Ordering::Relaxed);
+                peer.strikes.store(0, Ordering::Relaxed);
+                *peer.health.lock().unwrap_or_else(|e| e.into_inner()) = Health::Up;
+                tracing::info!(peer = %peer.node.id, "peer answered its probe: back in use");
+            } else {
+                peer.mark_down().await;
+            }
+        });
     }
 
     async fn connection(&self, deadline: Duration) -> Result<Connection, Error> {
@@ -75,10 +114,15 @@ impl Peer {
         Ok(c)
     }
 
-    /// Sends `cmd`; a peer marked down fails at once. After its back-off a
-    /// marked-down peer gets one call through, which probes it.
-    pub async fn call(&self, cmd: &Command, deadline: Duration) -> Result<Response, Error> {
+    /// Sends `cmd`; a peer marked down fails at once (and is probed in the
+    /// background once its back-off is over).
+    pub async fn call(
+        self: &Arc<Self>,
+        cmd: &Command,
+        deadline: Duration,
+    ) -> Result<Response, Error> {
         if self.is_down() {
+            self.probe_if_due();
             return Err(Error::Connection(format!(
                 "{} is marked down",
                 self.node.id
@@ -117,7 +161,8 @@ impl Peer {
     async fn mark_down(&self) {
         let strikes = self.strikes.fetch_add(1, Ordering::Relaxed).min(16);
         let backoff = BACKOFF_START.saturating_mul(1 << strikes).min(BACKOFF_CAP);
-        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + backoff);
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) =
+            Health::Down(Instant::now() + backoff);
         self.failures.store(0, Ordering::Relaxed);
         self.mark_downs.fetch_add(1, Ordering::Relaxed);
         // A fresh connection is made for the probe after the back-off.
