@@ -48,6 +48,22 @@ pub struct Config {
     /// it the node is a single-zone, single-node cache.
     #[arg(long = "config")]
     pub cluster_config: Option<std::path::PathBuf>,
+
+    /// Override the config's write policy: one, quorum, all-minus-one, all.
+    #[arg(long = "write-policy", requires = "cluster_config")]
+    pub write_policy: Option<String>,
+
+    /// Override the config's read deadline (milliseconds).
+    #[arg(long = "read-deadline-ms", requires = "cluster_config")]
+    pub read_deadline_ms: Option<u64>,
+
+    /// Override the config's write deadline (milliseconds).
+    #[arg(long = "write-deadline-ms", requires = "cluster_config")]
+    pub write_deadline_ms: Option<u64>,
+
+    /// Turn read repair off (it is on unless the config says otherwise).
+    #[arg(long = "no-read-repair", requires = "cluster_config")]
+    pub no_read_repair: bool,
 }
 
 impl Config {

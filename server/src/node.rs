@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::topology::{Overrides, WritePolicy};
 use crate::cluster::ClusterHandle;
 use crate::config::Config;
 use crate::net::{self, Shared};
@@ -58,7 +59,19 @@ fn init_tracing(verbose: u8) {
 
 async fn run(config: Config, threads: usize) -> Result<(), String> {
     let cluster = match &config.cluster_config {
-        Some(path) => Some(ClusterHandle::load(path)?),
+        Some(path) => {
+            let overrides = Overrides {
+                write_policy: config
+                    .write_policy
+                    .as_deref()
+                    .map(WritePolicy::from_name)
+                    .transpose()?,
+                read_deadline: config.read_deadline_ms.map(Duration::from_millis),
+                write_deadline: config.write_deadline_ms.map(Duration::from_millis),
+                read_repair: config.no_read_repair.then_some(false),
+            };
+            Some(ClusterHandle::load(path, overrides)?)
+        }
         None => None,
     };
     let engine = Engine::new(EngineConfig {

@@ -36,7 +36,7 @@ use zonecache_proto::{
 use crate::net::{execute_local, Shared};
 use crate::stats::ConnCounters;
 use peer::Peer;
-use topology::{NodeConfig, Topology};
+use topology::{NodeConfig, Overrides, Topology};
 
 /// Background copies in flight at once; beyond it copies are dropped and counted.
 const MAX_BACKGROUND: usize = 10_000;
@@ -76,15 +76,19 @@ pub struct ClusterHandle {
     current: RwLock<Arc<Cluster>>,
     /// The config file, read again on SIGHUP.
     path: PathBuf,
+    /// Command-line settings applied over every load.
+    overrides: Overrides,
 }
 
 impl ClusterHandle {
     /// Loads the config at `path`.
-    pub fn load(path: &Path) -> Result<ClusterHandle, String> {
-        let cluster = Cluster::new(Topology::load(path)?, None);
+    pub fn load(path: &Path, overrides: Overrides) -> Result<ClusterHandle, String> {
+        let mut topology = Topology::load(path)?;
+        overrides.apply(&mut topology);
         Ok(ClusterHandle {
-            current: RwLock::new(Arc::new(cluster)),
+            current: RwLock::new(Arc::new(Cluster::new(topology, None))),
             path: path.to_path_buf(),
+            overrides,
         })
     }
 
@@ -101,7 +105,8 @@ impl ClusterHandle {
     /// connections close when their last in-flight request is done. A bad
     /// file leaves the running topology in place.
     pub fn reload(&self) -> Result<(), String> {
-        let topology = Topology::load(&self.path)?;
+        let mut topology = Topology::load(&self.path)?;
+        self.overrides.apply(&mut topology);
         if topology.me.id != self.get().topology.me.id {
             return Err("the config names another node; restart to change identity".into());
         }

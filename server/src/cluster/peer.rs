@@ -19,8 +19,10 @@ const FAILURES_TO_MARK_DOWN: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest back-off.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// Requests in flight to one peer.
-const MAX_IN_FLIGHT: usize = 4096;
+/// Connections kept to each peer.
+const CONNECTIONS_PER_PEER: usize = 2;
+/// Requests in flight on one connection to a peer.
+const MAX_IN_FLIGHT: usize = 2048;
 /// How long a probe waits for the peer's answer.
 const PROBE_DEADLINE: Duration = Duration::from_millis(200);
 
@@ -37,7 +39,10 @@ enum Health {
 /// A peer and what we know of its health.
 pub struct Peer {
     pub node: NodeConfig,
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    /// A few pipelined connections, used in turn, so one slow reply or
+    /// large value does not hold up every request to this peer.
+    conns: Vec<tokio::sync::Mutex<Option<Connection>>>,
+    next_conn: AtomicU64,
     failures: AtomicU32,
     /// Mark-downs in a row (sets the back-off).
     strikes: AtomicU32,
@@ -58,7 +63,10 @@ impl Peer {
     pub fn new(node: NodeConfig) -> Peer {
         Peer {
             node,
-            conn: tokio::sync::Mutex::new(None),
+            conns: (0..CONNECTIONS_PER_PEER)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_conn: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             strikes: AtomicU32::new(0),
             health: Mutex::new(Health::Up),
@@ -103,7 +111,8 @@ impl Peer {
     }
 
     async fn connection(&self, deadline: Duration) -> Result<Connection, Error> {
-        let mut slot = self.conn.lock().await;
+        let i = self.next_conn.fetch_add(1, Ordering::Relaxed) as usize % self.conns.len();
+        let mut slot = self.conns[i].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.is_open()) {
             return Ok(c.clone());
         }
@@ -166,7 +175,9 @@ impl Peer {
         self.failures.store(0, Ordering::Relaxed);
         self.mark_downs.fetch_add(1, Ordering::Relaxed);
         // A fresh connection is made for the probe after the back-off.
-        *self.conn.lock().await = None;
+        for slot in &self.conns {
+            *slot.lock().await = None;
+        }
         tracing::warn!(peer = %self.node.id, ?backoff, "peer marked down");
     }
 }

@@ -44,6 +44,19 @@ impl WritePolicy {
         .max(1)
     }
 
+    /// The policy named `name` (as in config files).
+    pub fn from_name(name: &str) -> Result<WritePolicy, String> {
+        [
+            WritePolicy::One,
+            WritePolicy::Quorum,
+            WritePolicy::AllMinusOne,
+            WritePolicy::All,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| format!("write policy {name:?}: use one, quorum, all-minus-one or all"))
+    }
+
     /// The name used in config files and error messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -104,6 +117,34 @@ pub struct ClusterConfig {
 
 fn default_true() -> bool {
     true
+}
+
+/// Command-line settings that take precedence over the config file (on
+/// start and on every reload).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub write_policy: Option<WritePolicy>,
+    pub read_deadline: Option<Duration>,
+    pub write_deadline: Option<Duration>,
+    pub read_repair: Option<bool>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a loaded topology.
+    pub fn apply(&self, t: &mut Topology) {
+        if let Some(p) = self.write_policy {
+            t.write_policy = p;
+        }
+        if let Some(d) = self.read_deadline {
+            t.read_deadline = d;
+        }
+        if let Some(d) = self.write_deadline {
+            t.write_deadline = d;
+        }
+        if let Some(r) = self.read_repair {
+            t.read_repair = r;
+        }
+    }
 }
 
 /// A zone with its ring.
@@ -253,6 +294,23 @@ mod tests {
         assert_eq!(names, ["b", "c", "a"]);
         assert_eq!(t.write_policy, WritePolicy::Quorum);
         assert_eq!(t.read_deadline, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut t = Topology::parse(CONFIG).unwrap();
+        Overrides {
+            write_policy: Some(WritePolicy::from_name("all").unwrap()),
+            read_deadline: Some(Duration::from_millis(5)),
+            write_deadline: None,
+            read_repair: Some(false),
+        }
+        .apply(&mut t);
+        assert_eq!(t.write_policy, WritePolicy::All);
+        assert_eq!(t.read_deadline, Duration::from_millis(5));
+        assert_eq!(t.write_deadline, Duration::from_millis(50));
+        assert!(!t.read_repair);
+        assert!(WritePolicy::from_name("most").is_err());
     }
 
     #[test]
