@@ -49,6 +49,19 @@ fn value_len(v: ValueSize) -> usize {
     }
 }
 
+/// A pipelined `set … noreply` of `value` under `key`.
+fn noreply_set(key: bytes::Bytes, value: bytes::Bytes, exptime: i32) -> Command {
+    Command::Store(Store {
+        mode: StoreMode::Set,
+        key,
+        flags: 0,
+        exptime,
+        data: value,
+        cas_unique: 0,
+        noreply: true,
+    })
+}
+
 /// A connection for bulk work: no Nagle, or a small write after a noreply
 /// batch waits for a delayed ACK (40 ms) every time.
 fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
@@ -66,29 +79,26 @@ pub fn preload(addr: SocketAddr, workload: &Workload) -> Result<(), String> {
     let data = bytes::Bytes::from(vec![b'p'; value_len(workload.value)]);
     let mut buf = BytesMut::with_capacity(1 << 20);
     for i in 0..workload.keys {
-        Command::Store(Store {
-            mode: StoreMode::Set,
-            key: workload.key_at(i),
-            flags: 0,
-            exptime: workload.ttl,
-            data: data.clone(),
-            cas_unique: 0,
-            noreply: true,
-        })
-        .encode(&mut buf);
+        noreply_set(workload.key_at(i), data.clone(), workload.ttl).encode(&mut buf);
         if buf.len() > 512 * 1024 {
             s.write_all(&buf).map_err(|e| e.to_string())?;
             buf.clear();
         }
     }
+    send_and_sync(&mut s, buf)
+}
+
+/// Sends `buf` followed by `mn` and waits for `MN`: everything before it
+/// (noreply writes included) has then been applied.
+fn send_and_sync(s: &mut TcpStream, mut buf: BytesMut) -> Result<(), String> {
     buf.extend_from_slice(b"mn\r\n");
     s.write_all(&buf).map_err(|e| e.to_string())?;
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     while !reply.ends_with(b"MN\r\n") {
-        let n = s.read(&mut chunk).map_err(|e| format!("preload: {e}"))?;
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("preload: connection closed".into());
+            return Err("the server closed the connection".into());
         }
         reply.extend_from_slice(&chunk[..n]);
     }
@@ -396,29 +406,10 @@ fn fill_until_eviction(
     loop {
         let mut buf = BytesMut::with_capacity(batch as usize * (key_size + value_size + 40));
         for i in next..next + batch {
-            Command::Store(Store {
-                mode: StoreMode::Set,
-                key: key_name(i, key_size),
-                flags: 0,
-                exptime: 0,
-                data: data.clone(),
-                cas_unique: 0,
-                noreply: true,
-            })
-            .encode(&mut buf);
+            noreply_set(key_name(i, key_size), data.clone(), 0).encode(&mut buf);
         }
         next += batch;
-        buf.extend_from_slice(b"mn\r\n");
-        s.write_all(&buf).map_err(|e| e.to_string())?;
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !reply.ends_with(b"MN\r\n") {
-            let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("fill: connection closed".into());
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
+        send_and_sync(&mut s, buf)?;
         match extra_batches {
             None if server.stat("evictions") > 0 => {
                 extra_batches = Some((next / batch / 10).max(1))
@@ -585,16 +576,7 @@ fn replay(server: &ServerProc, opts: &HitRatioOptions) -> Result<(u64, u64), Str
         }
         let mut sets = BytesMut::new();
         for k in misses {
-            Command::Store(Store {
-                mode: StoreMode::Set,
-                key: k,
-                flags: 0,
-                exptime: 0,
-                data: data.clone(),
-                cas_unique: 0,
-                noreply: true,
-            })
-            .encode(&mut sets);
+            noreply_set(k, data.clone(), 0).encode(&mut sets);
         }
         s.write_all(&sets).map_err(|e| e.to_string())?;
     }
