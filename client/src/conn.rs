@@ -76,16 +76,7 @@ impl Connection {
             .await
             .map_err(|_| Error::Timeout)?
             .map_err(|_| Error::Connection("connection closed".into()))??;
-        match response {
-            Response::Error => Err(Error::Client("ERROR".into())),
-            Response::ClientError(m) => {
-                Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
-            }
-            Response::ServerError(m) => {
-                Err(Error::Server(String::from_utf8_lossy(&m).into_owned()))
-            }
-            other => Ok(other),
-        }
+        Error::from_reply(response)
     }
 
     /// Whether the connection still works (its tasks are running).

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use zonecache_proto::Response;
+
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -33,3 +35,20 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// Turns an error reply (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) into
+    /// the error it means; any other reply passes through.
+    pub fn from_reply(reply: Response) -> Result<Response, Error> {
+        match reply {
+            Response::Error => Err(Error::Client("ERROR".into())),
+            Response::ClientError(m) => {
+                Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
+            }
+            Response::ServerError(m) => {
+                Err(Error::Server(String::from_utf8_lossy(&m).into_owned()))
+            }
+            other => Ok(other),
+        }
+    }
+}

@@ -253,14 +253,7 @@ impl Cluster {
             execute_local(shared, cmd.clone(), &mut buf, &mut counters);
             shared.stats.absorb(&mut counters);
             return match parse_response(&mut buf) {
-                Ok(Some(Response::ServerError(m))) => {
-                    Err(Error::Server(String::from_utf8_lossy(&m).into_owned()))
-                }
-                Ok(Some(Response::ClientError(m))) => {
-                    Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
-                }
-                Ok(Some(Response::Error)) => Err(Error::Client("ERROR".into())),
-                Ok(Some(r)) => Ok(r),
+                Ok(Some(r)) => Error::from_reply(r),
                 Ok(None) => Err(Error::Protocol("no local reply".into())),
                 Err(e) => Err(Error::Protocol(e.to_string())),
             };

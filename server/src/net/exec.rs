@@ -59,18 +59,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
     counters: &mut ConnCounters,
     writer: &mut W,
 ) -> std::io::Result<Flow> {
-    let (keys, touch, cas) = match cmd {
-        Command::Get { keys, cas } => {
-            counters.cmd_get += keys.len() as u64;
-            (keys, None, cas)
-        }
-        Command::Gat { exptime, keys, cas } => {
-            counters.cmd_touch += keys.len() as u64;
-            (keys, Some(exptime), cas)
-        }
-        other => return Ok(execute_local(shared, other, out, counters)),
+    let Some((keys, touch, cas)) = multi_read(&cmd, counters) else {
+        return Ok(execute_local(shared, cmd, out, counters));
     };
-    for key in &keys {
+    for key in keys {
         get_one(shared, key, touch, cas, out);
         if out.len() >= HIGH_WATER {
             writer.write_all(out).await?;
@@ -82,6 +74,25 @@ pub async fn run<W: AsyncWrite + Unpin>(
     Ok(Flow::Continue)
 }
 
+/// A multi-key read (`get`/`gets`/`gat`/`gats`) as (keys, touch, cas),
+/// counted as memcached counts it; `None` for any other command.
+fn multi_read<'a>(
+    cmd: &'a Command,
+    counters: &mut ConnCounters,
+) -> Option<(&'a [Bytes], Option<i32>, bool)> {
+    match cmd {
+        Command::Get { keys, cas } => {
+            counters.cmd_get += keys.len() as u64;
+            Some((keys, None, *cas))
+        }
+        Command::Gat { exptime, keys, cas } => {
+            counters.cmd_touch += keys.len() as u64;
+            Some((keys, Some(*exptime), *cas))
+        }
+        _ => None,
+    }
+}
+
 /// Runs a command against this node's storage, the whole reply into `out`
 /// (connections use [`run`], which streams multi-key reads).
 pub fn execute_local(
@@ -91,17 +102,11 @@ pub fn execute_local(
     counters: &mut ConnCounters,
 ) -> Flow {
     match cmd {
-        Command::Get { keys, cas } => {
-            counters.cmd_get += keys.len() as u64;
-            for key in &keys {
-                get_one(shared, key, None, cas, out);
-            }
-            out.extend_from_slice(b"END\r\n");
-        }
-        Command::Gat { exptime, keys, cas } => {
-            counters.cmd_touch += keys.len() as u64;
-            for key in &keys {
-                get_one(shared, key, Some(exptime), cas, out);
+        read @ (Command::Get { .. } | Command::Gat { .. }) => {
+            if let Some((keys, touch, cas)) = multi_read(&read, counters) {
+                for key in keys {
+                    get_one(shared, key, touch, cas, out);
+                }
             }
             out.extend_from_slice(b"END\r\n");
         }
