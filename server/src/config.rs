@@ -44,6 +44,15 @@ pub struct Config {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub backlog: i32,
 
+    /// Port for batch-lane connections (0 = none): served by one thread at
+    /// the lowest CPU priority, shed first under load.
+    #[arg(long = "batch-port", default_value_t = 0)]
+    pub batch_port: u16,
+
+    /// Maximum simultaneous batch-lane connections.
+    #[arg(long = "batch-connections", default_value_t = 256)]
+    pub batch_connections: usize,
+
     /// Cluster config (TOML: zones, nodes, this node, write policy). Without
     /// it the node is a single-zone, single-node cache.
     #[arg(long = "config")]

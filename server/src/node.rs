@@ -84,6 +84,15 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let listener = net::bind(addr, config.backlog).map_err(|e| {
         format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
     })?;
+    let batch_listener = match config.batch_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::new(config.listen, port);
+            Some(net::bind(addr, config.backlog).map_err(|e| {
+                format!("cannot listen on batch port {addr}: {e} (choose another --batch-port)")
+            })?)
+        }
+    };
     let shared = Arc::new(Shared {
         storage: storage.clone(),
         stats: ServerStats::default(),
@@ -97,6 +106,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             backlog: config.backlog,
             idle_timeout: config.idle_timeout,
             shards,
+            batch_connections: config.batch_connections,
         },
         conns: Arc::new(ConnRegistry::default()),
         parser: ParserConfig {
@@ -122,7 +132,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
     let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
-    let (workers, acceptor) = net::serve(listener, threads, shared, stop_rx)
+    let (workers, acceptor) = net::serve(listener, batch_listener, threads, shared, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
     shutdown_signal().await;

@@ -22,6 +22,9 @@ pub struct ConnCounters {
     pub cmd_touch: u64,
     pub cmd_flush: u64,
     pub cmd_meta: u64,
+    /// Read commands (`get`/`gets`/`gat`/`gats`/`mg`), however many keys each
+    /// asks for: shows how well clients batch.
+    pub read_requests: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub store_too_large: u64,
@@ -34,7 +37,15 @@ pub struct ServerStats {
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// Open connections on the batch port.
+    pub batch_connections: AtomicU64,
+    /// Batch-lane requests answered `SERVER_ERROR busy` because the lane was starved.
+    pub batch_shed: AtomicU64,
+    /// How late the batch lane's thread runs its timer (µs, decaying peak):
+    /// its measure of being starved by realtime work.
+    pub batch_lag_us: AtomicU64,
     cmd_get: AtomicU64,
+    read_requests: AtomicU64,
     cmd_set: AtomicU64,
     cmd_touch: AtomicU64,
     cmd_flush: AtomicU64,
@@ -60,6 +71,7 @@ impl ServerStats {
         add(&self.cmd_touch, c.cmd_touch);
         add(&self.cmd_flush, c.cmd_flush);
         add(&self.cmd_meta, c.cmd_meta);
+        add(&self.read_requests, c.read_requests);
         add(&self.bytes_read, c.bytes_read);
         add(&self.bytes_written, c.bytes_written);
         add(&self.store_too_large, c.store_too_large);
@@ -77,6 +89,8 @@ impl ServerStats {
             &self.cmd_touch,
             &self.cmd_flush,
             &self.cmd_meta,
+            &self.read_requests,
+            &self.batch_shed,
             &self.bytes_read,
             &self.bytes_written,
             &self.store_too_large,
@@ -153,6 +167,8 @@ pub struct Settings {
     pub backlog: i32,
     pub idle_timeout: u64,
     pub shards: usize,
+    /// Most batch-port connections at once.
+    pub batch_connections: usize,
 }
 
 /// Everything the `stats` command reads.
@@ -206,6 +222,10 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("cmd_flush", ld(&s.cmd_flush));
             put("cmd_touch", ld(&s.cmd_touch));
             put("cmd_meta", ld(&s.cmd_meta));
+            put("read_requests", ld(&s.read_requests));
+            put("batch_connections", ld(&s.batch_connections));
+            put("batch_shed", ld(&s.batch_shed));
+            put("batch_lag_us", ld(&s.batch_lag_us));
             put("get_hits", st.get_hits.to_string());
             put("get_misses", st.get_misses.to_string());
             put("get_expired", st.get_expired.to_string());

@@ -30,10 +30,18 @@ pub fn free_port() -> u16 {
 fn target_dir() -> PathBuf {
     // tests run from target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
+    if let Some(profile) = exe
+        .parent()
+        .filter(|deps| deps.ends_with("deps"))
         .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
+    {
+        return profile.to_path_buf();
+    }
+    // Doc tests run from a temporary folder: use the workspace's target.
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+        .join("debug")
 }
 
 /// Path of the `zonecached` binary, built once per test process so the
@@ -212,11 +220,14 @@ pub struct ClusterNode {
     pub server: Server,
 }
 
+/// A node as the configs name it: (id, port, batch port).
+type LaidOutNode = (String, u16, u16);
+
 /// A multi-zone cluster of real `zonecached` processes on loopback.
 pub struct TestCluster {
     pub nodes: Vec<ClusterNode>,
-    /// Zones with their (node id, port), as written to the configs.
-    layout: Vec<(String, Vec<(String, u16)>)>,
+    /// Zones with their (node id, port, batch port), as written to the configs.
+    layout: Vec<(String, Vec<LaidOutNode>)>,
     /// Top-level config lines (policy, deadlines).
     header: String,
     dir: PathBuf,
@@ -227,10 +238,10 @@ impl TestCluster {
     /// extra top-level config lines.
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
         let names = ["a", "b", "c", "d"];
-        let layout: Vec<(String, Vec<(String, u16)>)> = (0..zones)
+        let layout: Vec<(String, Vec<LaidOutNode>)> = (0..zones)
             .map(|z| {
                 let nodes = (0..per_zone)
-                    .map(|n| (format!("{}{}", names[z], n + 1), free_port()))
+                    .map(|n| (format!("{}{}", names[z], n + 1), free_port(), free_port()))
                     .collect();
                 (names[z].to_string(), nodes)
             })
@@ -248,22 +259,23 @@ impl TestCluster {
             dir,
         };
         cluster.write_configs();
-        let all: Vec<(String, String, u16)> = cluster
+        let all: Vec<(String, String, u16, u16)> = cluster
             .layout
             .iter()
             .flat_map(|(zone, nodes)| {
                 nodes
                     .iter()
-                    .map(move |(id, port)| (zone.clone(), id.clone(), *port))
+                    .map(move |(id, port, batch)| (zone.clone(), id.clone(), *port, *batch))
             })
             .collect();
-        for (zone, id, port) in all {
-            cluster.spawn(&zone, &id, port);
+        for (zone, id, port, batch) in all {
+            cluster.spawn(&zone, &id, port, batch);
         }
         cluster
     }
 
-    fn config_path(&self, id: &str) -> PathBuf {
+    /// The config file of node `id` (clients read the same files).
+    pub fn config_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.toml"))
     }
 
@@ -273,7 +285,11 @@ impl TestCluster {
         for (zone, nodes) in &self.layout {
             let list: Vec<String> = nodes
                 .iter()
-                .map(|(id, port)| format!("{{ id = \"{id}\", addr = \"127.0.0.1:{port}\" }}"))
+                .map(|(id, port, batch)| {
+                    format!(
+                        "{{ id = \"{id}\", addr = \"127.0.0.1:{port}\", batch_addr = \"127.0.0.1:{batch}\" }}"
+                    )
+                })
                 .collect();
             zones_toml.push_str(&format!(
                 "\n[[zones]]\nname = \"{zone}\"\nnodes = [{}]\n",
@@ -281,18 +297,20 @@ impl TestCluster {
             ));
         }
         for (_, nodes) in &self.layout {
-            for (id, _) in nodes {
+            for (id, _, _) in nodes {
                 let text = format!("node = \"{id}\"\n{}{zones_toml}", self.header);
                 std::fs::write(self.config_path(id), text).expect("write config");
             }
         }
     }
 
-    fn spawn(&mut self, zone: &str, id: &str, port: u16) {
+    fn spawn(&mut self, zone: &str, id: &str, port: u16, batch: u16) {
         let path = self.config_path(id);
         let server = Server::zonecached_on(
             port,
             &[
+                "--batch-port",
+                &batch.to_string(),
                 "-m",
                 "16",
                 "-t",
@@ -311,16 +329,16 @@ impl TestCluster {
     /// Adds a node to `zone`: rewrites every config, starts the new node,
     /// and sends SIGHUP to the others so they reload. Returns its id.
     pub fn add_node(&mut self, zone: &str) -> String {
-        let port = free_port();
+        let (port, batch) = (free_port(), free_port());
         let entry = self
             .layout
             .iter_mut()
             .find(|(z, _)| z == zone)
             .expect("zone");
         let id = format!("{zone}{}", entry.1.len() + 1);
-        entry.1.push((id.clone(), port));
+        entry.1.push((id.clone(), port, batch));
         self.write_configs();
-        self.spawn(zone, &id, port);
+        self.spawn(zone, &id, port, batch);
         for n in &self.nodes {
             if n.id != id {
                 n.server.signal(libc::SIGHUP);

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use zonecache_server::cluster::topology::Topology;
+use zonecache_server::cluster::topology::NodeTopology;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -50,7 +50,7 @@ fn compose_file_agrees_with_the_cluster_configs() {
             .find(|v| v.split(':').nth(1) == Some(config_arg))
             .unwrap_or_else(|| panic!("{name}: nothing mounted at {config_arg}"));
         let host_path = repo().join(mount.split(':').next().unwrap());
-        let topology = Topology::load(&host_path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let topology = NodeTopology::load(&host_path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(topology.me.id, name, "the config names its own service");
         let ip = svc["networks"]["zonecache"]["ipv4_address"]
             .as_str()

@@ -27,7 +27,8 @@ enum Cmd {
         /// Nodes per zone.
         #[arg(long, default_value_t = 2)]
         nodes: usize,
-        /// Port of the first node; the others follow.
+        /// Port of the first node; the others follow, then the nodes' batch
+        /// ports in the same order.
         #[arg(long, default_value_t = 11211)]
         base_port: u16,
         /// `-m` of every node (MiB).
@@ -72,8 +73,9 @@ fn cluster_config(zones: usize, nodes: usize, base_port: u16, me: &str, policy: 
         let list: Vec<String> = (0..nodes)
             .map(|n| {
                 let port = base_port as usize + z * nodes + n;
+                let batch = port + zones * nodes;
                 format!(
-                    "{{ id = \"{name}{}\", addr = \"127.0.0.1:{port}\" }}",
+                    "{{ id = \"{name}{}\", addr = \"127.0.0.1:{port}\", batch_addr = \"127.0.0.1:{batch}\" }}",
                     n + 1
                 )
             })
@@ -100,7 +102,7 @@ fn local(
             ZONE_NAMES.len()
         ));
     }
-    if base_port as usize + zones * nodes > 65535 {
+    if base_port as usize + 2 * zones * nodes > 65535 {
         return Err("ports beyond 65535: choose a lower --base-port".into());
     }
     let dir = dir.unwrap_or_else(|| {
@@ -114,6 +116,7 @@ fn local(
         for n in 0..nodes {
             let id = format!("{name}{}", n + 1);
             let port = base_port + (z * nodes + n) as u16;
+            let batch_port = port + (zones * nodes) as u16;
             let path = dir.join(format!("{id}.toml"));
             std::fs::write(&path, cluster_config(zones, nodes, base_port, &id, policy))
                 .map_err(|e| e.to_string())?;
@@ -124,6 +127,8 @@ fn local(
                     "127.0.0.1",
                     "-p",
                     &port.to_string(),
+                    "--batch-port",
+                    &batch_port.to_string(),
                     "-m",
                     &memory.to_string(),
                     "--config",
@@ -153,13 +158,14 @@ fn local(
         stop(&mut children);
         return Err(e);
     }
-    println!("zone  node  address          pid");
+    println!("zone  node  address          batch port  pid");
     for (id, port, child) in &children {
         println!(
-            "{:<5} {:<5} 127.0.0.1:{:<6} {}",
+            "{:<5} {:<5} 127.0.0.1:{:<6} {:<11} {}",
             &id[..1],
             id,
             port,
+            *port as usize + zones * nodes,
             child.id()
         );
     }

@@ -3,6 +3,11 @@
 //! or deadline; a write goes to the owner in every zone and is acknowledged
 //! per the write policy, the other copies finishing in the background.
 //!
+//! The routing itself is the client crate's [`Router`], shared with the
+//! Rust client's direct mode; this module decides which commands take which
+//! route, reaches peers through the client's [`Node`] pools (marked as peer
+//! traffic) and runs commands for itself without a hop.
+//!
 //! Rules (see the README, "Cluster semantics"):
 //! - Plain writes (`set`, `ms` in set mode, `delete`, `touch`) fan out in
 //!   parallel. A set carries one cluster-wide CAS (meta `E`), so every zone's
@@ -14,8 +19,9 @@
 //!   (the item with its flags, TTL and CAS, or the delete). Writers through
 //!   different zones therefore meet at the same copy and converge.
 //! - `flush_all` goes to every node of every zone.
+//! - Requests on the batch lane use the peers' batch lane, and their reads
+//!   do not read-repair.
 
-pub mod peer;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -23,51 +29,31 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::join_all;
-use tokio::sync::{mpsc, Semaphore};
-use zonecache_client::Error;
+use zonecache_client::route::{set_as_meta, set_flag, CasClock, Router, Transport};
+use zonecache_client::{Error, Lane, Node, NodeOptions};
 use zonecache_proto::{
-    parse_response, Command, Meta, MetaCode, MetaFlags, MetaToken, Response, Store, StoreMode,
-    Value,
+    parse_response, Command, Meta, MetaCode, MetaFlags, Response, Store, StoreMode,
 };
 
 use crate::net::{execute_local, Shared};
 use crate::stats::ConnCounters;
-use peer::Peer;
-use topology::{NodeConfig, Overrides, Topology};
+use topology::{NodeConfig, NodeTopology, Overrides};
 
-/// Background copies in flight at once; beyond it copies are dropped and counted.
-const MAX_BACKGROUND: usize = 10_000;
-
-/// Per-zone counters for `stats zones`.
-#[derive(Debug, Default)]
-pub struct ZoneStats {
-    /// Reads answered from this zone after the home zone missed.
-    pub fallback_hits: AtomicU64,
-    /// Copies to this zone that failed or were dropped.
-    pub replication_failures: AtomicU64,
-    /// Items found in this zone and written back to the home zone.
-    pub read_repairs: AtomicU64,
-}
+/// Pipelined connections per peer and lane.
+const CONNECTIONS_PER_PEER: usize = 2;
+/// Requests in flight to one peer: realtime, batch.
+const PEER_IN_FLIGHT: [usize; 2] = [4096, 512];
 
 /// The routing state shared by every connection of a node.
 pub struct Cluster {
-    pub topology: Topology,
-    peers: HashMap<String, Arc<Peer>>,
-    background: Arc<Semaphore>,
-    /// Shared with background copies, which count their own failures.
-    zone_stats: Arc<Vec<ZoneStats>>,
-    cas_clock: AtomicU64,
-    node_tag: u64,
-}
-
-/// Where a command runs.
-#[derive(Clone, Copy)]
-enum Deadline {
-    Read,
-    Write,
+    /// This node.
+    pub me: NodeConfig,
+    router: Router,
+    peers: Arc<HashMap<String, Arc<Node>>>,
+    cas: Arc<CasClock>,
 }
 
 /// The cluster a node routes by right now; replaced whole on reload, so a
@@ -83,7 +69,7 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// Loads the config at `path`.
     pub fn load(path: &Path, overrides: Overrides) -> Result<ClusterHandle, String> {
-        let mut topology = Topology::load(path)?;
+        let mut topology = NodeTopology::load(path)?;
         overrides.apply(&mut topology);
         Ok(ClusterHandle {
             current: RwLock::new(Arc::new(Cluster::new(topology, None))),
@@ -105,9 +91,9 @@ impl ClusterHandle {
     /// connections close when their last in-flight request is done. A bad
     /// file leaves the running topology in place.
     pub fn reload(&self) -> Result<(), String> {
-        let mut topology = Topology::load(&self.path)?;
+        let mut topology = NodeTopology::load(&self.path)?;
         self.overrides.apply(&mut topology);
-        if topology.me.id != self.get().topology.me.id {
+        if topology.me.id != self.get().me.id {
             return Err("the config names another node; restart to change identity".into());
         }
         let next = Arc::new(Cluster::new(topology, Some(&self.get())));
@@ -116,63 +102,98 @@ impl ClusterHandle {
     }
 }
 
+/// How this node reaches a node: itself without a hop, peers through
+/// their pools.
+#[derive(Clone)]
+struct Hop {
+    me: Arc<str>,
+    peers: Arc<HashMap<String, Arc<Node>>>,
+    shared: Arc<Shared>,
+}
+
+impl Transport for Hop {
+    async fn call(
+        &self,
+        node: &NodeConfig,
+        cmd: &Command,
+        lane: Lane,
+        deadline: Duration,
+    ) -> Result<Response, Error> {
+        if *node.id == *self.me {
+            let mut buf = BytesMut::new();
+            let mut counters = ConnCounters::default();
+            execute_local(&self.shared, cmd.clone(), &mut buf, &mut counters);
+            self.shared.stats.absorb(&mut counters);
+            return match parse_response(&mut buf) {
+                Ok(Some(r)) => Error::from_reply(r),
+                Ok(None) => Err(Error::Protocol("no local reply".into())),
+                Err(e) => Err(Error::Protocol(e.to_string())),
+            };
+        }
+        match self.peers.get(&node.id) {
+            Some(p) => p.call(cmd, lane, deadline).await,
+            None => Err(Error::Connection(format!("unknown node {}", node.id))),
+        }
+    }
+}
+
 impl Cluster {
     /// Routing state for `topology`, keeping `previous`'s connections to
-    /// nodes that are still there at the same address.
-    pub fn new(topology: Topology, previous: Option<&Cluster>) -> Cluster {
+    /// nodes that are still there at the same addresses.
+    pub fn new(topology: NodeTopology, previous: Option<&Cluster>) -> Cluster {
+        let options = NodeOptions {
+            connections: CONNECTIONS_PER_PEER,
+            max_in_flight: PEER_IN_FLIGHT,
+            hello: Some(Command::PeerHello),
+            separate_lanes: true,
+        };
         let peers = topology
-            .zones
-            .iter()
-            .flat_map(|z| z.nodes.iter())
+            .nodes()
             .filter(|n| n.id != topology.me.id)
             .map(|n| {
                 let kept = previous
                     .and_then(|p| p.peers.get(&n.id))
-                    .filter(|p| p.node.addr == n.addr)
+                    .filter(|p| p.config == *n)
                     .cloned();
                 (
                     n.id.clone(),
-                    kept.unwrap_or_else(|| Arc::new(Peer::new(n.clone()))),
+                    kept.unwrap_or_else(|| Arc::new(Node::new(n.clone(), &options))),
                 )
             })
             .collect();
-        let node_tag = topology
+        let tag = topology
             .me
             .id
             .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-            & 0xff;
-        let zone_stats = Arc::new(
-            topology
-                .zones
-                .iter()
-                .map(|_| ZoneStats::default())
-                .collect(),
-        );
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         Cluster {
-            topology,
-            peers,
-            background: previous.map_or_else(
-                || Arc::new(Semaphore::new(MAX_BACKGROUND)),
-                |p| p.background.clone(),
-            ),
-            zone_stats,
-            cas_clock: AtomicU64::new(previous.map_or(0, |p| p.cas_clock.load(Ordering::Relaxed))),
-            node_tag,
+            me: topology.me,
+            router: Router::new(topology.cluster, previous.map(|p| p.router.background())),
+            peers: Arc::new(peers),
+            cas: previous.map_or_else(|| Arc::new(CasClock::new(tag)), |p| p.cas.clone()),
+        }
+    }
+
+    fn hop(&self, shared: &Arc<Shared>) -> Hop {
+        Hop {
+            me: self.me.id.as_str().into(),
+            peers: self.peers.clone(),
+            shared: shared.clone(),
         }
     }
 
     /// `stats peers`: per peer state, calls, mean latency, in flight,
-    /// timeouts, errors and mark-downs.
+    /// timeouts, errors, shed calls and mark-downs.
     pub fn peer_stats(&self) -> Vec<(String, String)> {
-        let mut peers: Vec<&Arc<Peer>> = self.peers.values().collect();
-        peers.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        let mut peers: Vec<&Arc<Node>> = self.peers.values().collect();
+        peers.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         let mut out = Vec::new();
         for p in peers {
-            let id = &p.node.id;
+            let id = &p.config.id;
             let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            let calls = load(&p.calls);
-            out.push((format!("{id}:addr"), p.node.addr.to_string()));
+            let s = &p.stats;
+            let calls = load(&s.calls);
+            out.push((format!("{id}:addr"), p.config.addr.to_string()));
             out.push((
                 format!("{id}:state"),
                 if p.is_down() { "down" } else { "up" }.into(),
@@ -180,12 +201,13 @@ impl Cluster {
             out.push((format!("{id}:calls"), calls.to_string()));
             out.push((
                 format!("{id}:mean_latency_us"),
-                (load(&p.latency_us) / calls.max(1)).to_string(),
+                (load(&s.latency_us) / calls.max(1)).to_string(),
             ));
-            out.push((format!("{id}:in_flight"), load(&p.in_flight).to_string()));
-            out.push((format!("{id}:timeouts"), load(&p.timeouts).to_string()));
-            out.push((format!("{id}:errors"), load(&p.errors).to_string()));
-            out.push((format!("{id}:mark_downs"), load(&p.mark_downs).to_string()));
+            out.push((format!("{id}:in_flight"), load(&s.in_flight).to_string()));
+            out.push((format!("{id}:timeouts"), load(&s.timeouts).to_string()));
+            out.push((format!("{id}:errors"), load(&s.errors).to_string()));
+            out.push((format!("{id}:shed"), load(&s.shed).to_string()));
+            out.push((format!("{id}:mark_downs"), load(&s.mark_downs).to_string()));
         }
         out
     }
@@ -193,18 +215,19 @@ impl Cluster {
     /// `stats zones`: per zone fallbacks, read repairs and replication
     /// failures, and the background queue.
     pub fn zone_stats(&self) -> Vec<(String, String)> {
+        let t = &self.router.topology;
         let mut out = vec![
-            ("home_zone".to_string(), self.topology.zones[0].name.clone()),
+            ("home_zone".to_string(), t.zones[0].name.clone()),
             (
                 "write_policy".to_string(),
-                self.topology.write_policy.name().to_string(),
+                t.write_policy.name().to_string(),
             ),
             (
                 "replication_queue".to_string(),
-                (MAX_BACKGROUND - self.background.available_permits()).to_string(),
+                self.router.background_in_flight().to_string(),
             ),
         ];
-        for (z, s) in self.topology.zones.iter().zip(self.zone_stats.iter()) {
+        for (z, s) in t.zones.iter().zip(self.router.zone_stats.iter()) {
             let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
             out.push((format!("{}:nodes", z.name), z.nodes.len().to_string()));
             out.push((format!("{}:fallback_hits", z.name), load(&s.fallback_hits)));
@@ -217,96 +240,66 @@ impl Cluster {
         out
     }
 
-    /// A CAS unique across the cluster: time-based, tagged with this node,
-    /// strictly increasing here.
-    fn next_cas(&self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let candidate = (now << 8) | self.node_tag;
-        let mut prev = self.cas_clock.load(Ordering::Relaxed);
-        loop {
-            let next = candidate.max(prev + 256);
-            match self.cas_clock.compare_exchange_weak(
-                prev,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return next,
-                Err(p) => prev = p,
-            }
-        }
-    }
-
-    /// Runs `cmd` on `node` (locally when it is this node) and returns its reply.
-    async fn at(
-        &self,
+    /// Handles a client command routed through this node on `lane`; the
+    /// reply goes to `out`.
+    pub async fn handle(
+        self: &Arc<Self>,
         shared: &Arc<Shared>,
-        node: &NodeConfig,
-        cmd: &Command,
-        deadline: Deadline,
-    ) -> Result<Response, Error> {
-        if node.id == self.topology.me.id {
-            let mut buf = BytesMut::new();
-            let mut counters = ConnCounters::default();
-            execute_local(shared, cmd.clone(), &mut buf, &mut counters);
-            shared.stats.absorb(&mut counters);
-            return match parse_response(&mut buf) {
-                Ok(Some(r)) => Error::from_reply(r),
-                Ok(None) => Err(Error::Protocol("no local reply".into())),
-                Err(e) => Err(Error::Protocol(e.to_string())),
-            };
-        }
-        let d = match deadline {
-            Deadline::Read => self.topology.read_deadline,
-            Deadline::Write => self.topology.write_deadline,
-        };
-        match self.peers.get(&node.id) {
-            Some(p) => p.call(cmd, d).await,
-            None => Err(Error::Connection(format!("unknown node {}", node.id))),
-        }
-    }
-
-    /// Handles a client command routed through this node; the reply goes to `out`.
-    pub async fn handle(self: &Arc<Self>, shared: &Arc<Shared>, cmd: Command, out: &mut BytesMut) {
+        cmd: Command,
+        lane: Lane,
+        out: &mut BytesMut,
+    ) {
         // The nodes that run a forwarded command always answer; the client's
         // noreply/quiet is applied here, to the reply it would have had.
         let (silence, cmd) = answerable(cmd);
+        let hop = self.hop(shared);
+        let router = &self.router;
         let reply = match cmd {
             Command::Get { keys, cas } => {
-                return self.multi_get(shared, keys, None, cas, out).await
+                return self.multi_get(&hop, keys, None, cas, lane, out).await
             }
             Command::Gat { exptime, keys, cas } => {
-                return self.multi_get(shared, keys, Some(exptime), cas, out).await
+                return self
+                    .multi_get(&hop, keys, Some(exptime), cas, lane, out)
+                    .await
             }
-            Command::MetaGet(meta) => self.meta_read(shared, meta).await,
+            Command::MetaGet(meta) => {
+                let key = meta.key.clone();
+                router
+                    .meta_read(&hop, &key, &Command::MetaGet(meta), lane)
+                    .await
+            }
             Command::Store(s) if s.mode == StoreMode::Set => {
-                let ms = set_as_meta(&s.key, s.data.clone(), s.flags, s.exptime, self.next_cas());
-                self.fan_out(shared, &s.key, ms)
+                let ms = set_as_meta(&s.key, s.data.clone(), s.flags, s.exptime, self.cas.next());
+                router
+                    .fan_out(&hop, &s.key, ms, lane)
                     .await
                     .map(|_| Response::Stored)
             }
             Command::MetaSet { mut meta, data } if is_plain_set(&meta.flags) => {
-                set_flag(&mut meta.flags, b'E', self.next_cas().to_string());
+                set_flag(&mut meta.flags, b'E', self.cas.next().to_string());
                 let key = meta.key.clone();
-                self.fan_out(shared, &key, Command::MetaSet { meta, data })
+                router
+                    .fan_out(&hop, &key, Command::MetaSet { meta, data }, lane)
                     .await
             }
             cmd @ (Command::Delete { .. } | Command::Touch { .. }) => {
                 let key = key_of(&cmd);
-                self.fan_out(shared, &key, cmd).await
+                router.fan_out(&hop, &key, cmd, lane).await
             }
             Command::MetaDelete(meta) if is_plain_delete(&meta.flags) => {
                 let key = meta.key.clone();
-                self.fan_out(shared, &key, Command::MetaDelete(meta)).await
+                router
+                    .fan_out(&hop, &key, Command::MetaDelete(meta), lane)
+                    .await
             }
             Command::MetaDelete(meta) => {
                 let (key, deletes) = (
                     meta.key.clone(),
                     !meta.flags.invalidate && !meta.flags.remove_value,
                 );
-                self.arbitrate(shared, &key, Command::MetaDelete(meta), deletes)
+                router
+                    .arbitrate(&hop, &key, Command::MetaDelete(meta), deletes, lane)
                     .await
             }
             cmd @ (Command::Store(_)
@@ -314,9 +307,12 @@ impl Cluster {
             | Command::MetaSet { .. }
             | Command::MetaArith(_)) => {
                 let key = key_of(&cmd);
-                self.arbitrate(shared, &key, cmd, false).await
+                router.arbitrate(&hop, &key, cmd, false, lane).await
             }
-            Command::FlushAll { delay, .. } => self.flush_everywhere(shared, delay).await,
+            Command::FlushAll { delay, .. } => router
+                .flush_everywhere(&hop, delay)
+                .await
+                .map(|()| Response::Ok),
             other => {
                 let mut counters = ConnCounters::default();
                 execute_local(shared, other, out, &mut counters);
@@ -327,61 +323,19 @@ impl Cluster {
         write_reply(out, silence, reply);
     }
 
-    /// Multi-get: keys grouped by owner, one request per owner; only the keys
-    /// still missing go to the next zone, again grouped.
+    /// Multi-get through the router; the reply lists hits in the order asked.
     async fn multi_get(
         &self,
-        shared: &Arc<Shared>,
+        hop: &Hop,
         keys: Vec<Bytes>,
         touch: Option<i32>,
         cas: bool,
+        lane: Lane,
         out: &mut BytesMut,
     ) {
-        let mut found: HashMap<Bytes, Value> = HashMap::new();
-        let mut missing: Vec<Bytes> = keys.clone();
-        missing.sort();
-        missing.dedup();
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
-            if missing.is_empty() {
-                break;
-            }
-            let mut groups: HashMap<String, (NodeConfig, Vec<Bytes>)> = HashMap::new();
-            for k in &missing {
-                let owner = zone.owner(k);
-                groups
-                    .entry(owner.id.clone())
-                    .or_insert_with(|| (owner.clone(), Vec::new()))
-                    .1
-                    .push(k.clone());
-            }
-            let calls = groups.into_values().map(|(node, group)| {
-                let cmd = match touch {
-                    Some(exptime) => Command::Gat {
-                        exptime,
-                        keys: group,
-                        cas: true,
-                    },
-                    None => Command::Get {
-                        keys: group,
-                        cas: true,
-                    },
-                };
-                async move { self.at(shared, &node, &cmd, Deadline::Read).await }
-            });
-            for reply in join_all(calls).await {
-                if let Ok(Response::Values(values)) = reply {
-                    for v in values {
-                        if zi > 0 {
-                            self.fallback_hit(shared, zi, &v.key);
-                        }
-                        found.insert(v.key.clone(), v);
-                    }
-                }
-            }
-            missing.retain(|k| !found.contains_key(k));
-        }
+        let found = self.router.multi_get(hop, &keys, touch, lane).await;
         for k in &keys {
-            if let Some(v) = found.get(k) {
+            if let Some(v) = found.values.get(k) {
                 zonecache_proto::push_value(
                     out,
                     &v.key,
@@ -393,298 +347,6 @@ impl Cluster {
         }
         out.extend_from_slice(b"END\r\n");
     }
-
-    /// `mg`: the home owner first, then the other zones while it misses.
-    async fn meta_read(&self, shared: &Arc<Shared>, meta: Meta) -> Result<Response, Error> {
-        let key = meta.key.clone();
-        let cmd = Command::MetaGet(meta);
-        let mut last = Err(Error::Timeout);
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
-            let reply = self
-                .at(shared, zone.owner(&key), &cmd, Deadline::Read)
-                .await;
-            let hit = matches!(&reply, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
-            if hit {
-                if zi > 0 {
-                    self.fallback_hit(shared, zi, &key);
-                }
-                last = reply;
-                break;
-            }
-            if reply.is_ok() || last.is_err() {
-                last = reply;
-            }
-        }
-        last
-    }
-
-    /// A read missed at home and hit in zone `zone`: count it, and (read
-    /// repair) copy the item back to its home owner in the background, with
-    /// flags, remaining TTL and CAS. The copy uses `add` semantics, so it
-    /// never overwrites a newer home copy; when the background queue is full
-    /// it is dropped and counted.
-    fn fallback_hit(&self, shared: &Arc<Shared>, zone: usize, key: &Bytes) {
-        self.zone_stats[zone]
-            .fallback_hits
-            .fetch_add(1, Ordering::Relaxed);
-        if !self.topology.read_repair {
-            return;
-        }
-        let Some(cluster) = shared.cluster.as_ref().map(ClusterHandle::get) else {
-            return;
-        };
-        let Ok(permit) = self.background.clone().try_acquire_owned() else {
-            self.zone_stats[0]
-                .replication_failures
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let (shared, key) = (shared.clone(), key.clone());
-        tokio::spawn(async move {
-            let source = cluster.topology.zones[zone].owner(&key).clone();
-            let home = cluster.topology.zones[0].owner(&key).clone();
-            if let Some(Command::MetaSet { mut meta, data }) =
-                cluster.read_item(&shared, &source, &key).await
-            {
-                set_flag(&mut meta.flags, b'M', "E".into());
-                meta.flags.mode = Some(b'E');
-                let copy = Command::MetaSet { meta, data };
-                if let Ok(Response::Meta(m)) =
-                    cluster.at(&shared, &home, &copy, Deadline::Write).await
-                {
-                    if m.code == MetaCode::Header {
-                        cluster.zone_stats[zone]
-                            .read_repairs
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            drop(permit);
-        });
-    }
-
-    /// Sends `cmd` to the key's owner in every zone; answers once the write
-    /// policy is met, the rest finishing in the background.
-    async fn fan_out(
-        &self,
-        shared: &Arc<Shared>,
-        key: &[u8],
-        cmd: Command,
-    ) -> Result<Response, Error> {
-        let zones = self.topology.zones.len();
-        let needed = self.topology.write_policy.needed(zones);
-        let (tx, mut rx) = mpsc::channel(zones);
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
-            let node = zone.owner(key).clone();
-            if node.id == self.topology.me.id {
-                let reply = self.at(shared, &node, &cmd, Deadline::Write).await;
-                if reply.is_err() {
-                    self.zone_stats[zi]
-                        .replication_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let _ = tx.send((zi, reply)).await;
-                continue;
-            }
-            let Ok(permit) = self.background.clone().try_acquire_owned() else {
-                self.zone_stats[zi]
-                    .replication_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send((zi, Err(Error::Busy))).await;
-                continue;
-            };
-            let peer = self.peers.get(&node.id).cloned();
-            let (cmd, tx, deadline) = (cmd.clone(), tx.clone(), self.topology.write_deadline);
-            let zone_stats = self.zone_stats.clone();
-            tokio::spawn(async move {
-                let reply = match peer {
-                    Some(p) => p.call(&cmd, deadline).await,
-                    None => Err(Error::Connection("unknown node".into())),
-                };
-                // Counted here: the caller may have had its answer already.
-                if reply.is_err() {
-                    zone_stats[zi]
-                        .replication_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let _ = tx.send((zi, reply)).await;
-                drop(permit);
-            });
-        }
-        drop(tx);
-        let (mut acks, mut failures, mut first_ack) = (0, 0, None);
-        while let Some((zi, reply)) = rx.recv().await {
-            match reply {
-                Ok(r) => {
-                    acks += 1;
-                    if first_ack.is_none() || zi == 0 {
-                        first_ack = Some(r);
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::debug!(zone = %self.topology.zones[zi].name, error = %e, "copy failed");
-                }
-            }
-            if acks >= needed {
-                break;
-            }
-            if zones - failures < needed {
-                break;
-            }
-        }
-        match first_ack {
-            Some(r) if acks >= needed => Ok(r),
-            _ => Err(Error::Server(format!(
-                "write policy {} not met: {acks} of {zones} zones acknowledged",
-                self.topology.write_policy.name()
-            ))),
-        }
-    }
-
-    /// A conditional write: decided by the arbiter, then copied to the other zones.
-    async fn arbitrate(
-        &self,
-        shared: &Arc<Shared>,
-        key: &Bytes,
-        cmd: Command,
-        is_delete: bool,
-    ) -> Result<Response, Error> {
-        let mut last = Err(Error::Connection("no zone reachable".into()));
-        for &zi in &self.topology.arbiter_order {
-            let arbiter = self.topology.zones[zi].owner(key).clone();
-            let reply = self.at(shared, &arbiter, &cmd, Deadline::Write).await;
-            match reply {
-                Err(Error::Timeout) | Err(Error::Connection(_)) | Err(Error::Busy) => {
-                    last = reply;
-                    continue;
-                }
-                Ok(ref r) if changed(r) => {
-                    let copy = if is_delete {
-                        Some(Command::Delete {
-                            key: key.clone(),
-                            noreply: false,
-                        })
-                    } else {
-                        self.read_item(shared, &arbiter, key).await
-                    };
-                    if let Some(copy) = copy {
-                        let _ = self.copy_to_others(shared, key, zi, copy).await;
-                    }
-                    return reply;
-                }
-                other => return other,
-            }
-        }
-        last
-    }
-
-    /// The arbiter's item as an `ms` that recreates it elsewhere (same CAS).
-    async fn read_item(
-        &self,
-        shared: &Arc<Shared>,
-        node: &NodeConfig,
-        key: &Bytes,
-    ) -> Option<Command> {
-        let mut flags = MetaFlags::default();
-        for f in [b'v', b'f', b't', b'c'] {
-            set_flag(&mut flags, f, String::new());
-        }
-        flags.value = true;
-        let reply = self
-            .at(
-                shared,
-                node,
-                &Command::MetaGet(Meta {
-                    key: key.clone(),
-                    flags,
-                }),
-                Deadline::Write,
-            )
-            .await;
-        let Ok(Response::Meta(m)) = reply else {
-            return None;
-        };
-        let value = m.value.clone()?;
-        let num = |f: u8| {
-            m.flag(f)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.parse::<i64>().ok())
-        };
-        let ttl = num(b't').filter(|t| *t > 0).unwrap_or(0) as i32;
-        Some(set_as_meta(
-            key,
-            value,
-            num(b'f').unwrap_or(0) as u32,
-            ttl,
-            num(b'c').unwrap_or(0) as u64,
-        ))
-    }
-
-    async fn copy_to_others(
-        &self,
-        shared: &Arc<Shared>,
-        key: &[u8],
-        done_zone: usize,
-        copy: Command,
-    ) -> usize {
-        let calls = self
-            .topology
-            .zones
-            .iter()
-            .enumerate()
-            .filter(|(zi, _)| *zi != done_zone)
-            .map(|(zi, zone)| {
-                let node = zone.owner(key).clone();
-                let copy = copy.clone();
-                async move {
-                    let ok = self.at(shared, &node, &copy, Deadline::Write).await.is_ok();
-                    if !ok {
-                        self.zone_stats[zi]
-                            .replication_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    ok
-                }
-            });
-        join_all(calls).await.into_iter().filter(|ok| *ok).count()
-    }
-
-    async fn flush_everywhere(&self, shared: &Arc<Shared>, delay: i32) -> Result<Response, Error> {
-        let nodes: Vec<NodeConfig> = self
-            .topology
-            .zones
-            .iter()
-            .flat_map(|z| z.nodes.clone())
-            .collect();
-        let cmd = Command::FlushAll {
-            delay,
-            noreply: false,
-        };
-        let calls = nodes
-            .iter()
-            .map(|n| self.at(shared, n, &cmd, Deadline::Write));
-        let replies = join_all(calls).await;
-        let failed = replies.iter().filter(|r| r.is_err()).count();
-        if failed == 0 {
-            Ok(Response::Ok)
-        } else {
-            Err(Error::Server(format!(
-                "flush_all reached {} of {} nodes",
-                nodes.len() - failed,
-                nodes.len()
-            )))
-        }
-    }
-}
-
-/// Whether a reply means the item changed (so other zones need the result).
-fn changed(r: &Response) -> bool {
-    match r {
-        Response::Stored | Response::Deleted | Response::Touched | Response::Number(_) => true,
-        Response::Meta(m) => matches!(m.code, MetaCode::Header | MetaCode::Value),
-        _ => false,
-    }
 }
 
 fn is_plain_set(f: &MetaFlags) -> bool {
@@ -693,34 +355,6 @@ fn is_plain_set(f: &MetaFlags) -> bool {
 
 fn is_plain_delete(f: &MetaFlags) -> bool {
     f.compare_cas.is_none() && !f.invalidate && !f.remove_value
-}
-
-fn set_flag(f: &mut MetaFlags, flag: u8, arg: String) {
-    f.tokens.retain(|t| t.flag != flag);
-    if flag == b'E' {
-        f.new_cas = arg.parse().ok();
-    }
-    f.tokens.push(MetaToken {
-        flag,
-        arg: Bytes::from(arg),
-    });
-}
-
-/// An `ms` that stores `value` with these flags, TTL and CAS.
-fn set_as_meta(key: &[u8], value: Bytes, flags: u32, exptime: i32, cas: u64) -> Command {
-    let mut f = MetaFlags::default();
-    set_flag(&mut f, b'F', flags.to_string());
-    f.client_flags = Some(flags);
-    set_flag(&mut f, b'T', exptime.to_string());
-    f.ttl = Some(exptime);
-    set_flag(&mut f, b'E', cas.to_string());
-    Command::MetaSet {
-        meta: Meta {
-            key: Bytes::copy_from_slice(key),
-            flags: f,
-        },
-        data: value,
-    }
 }
 
 /// What the client asked to be spared.
@@ -839,6 +473,9 @@ fn error_line(out: &mut BytesMut, e: &Error) {
         Error::Client(m) if m == "ERROR" => out.extend_from_slice(b"ERROR\r\n"),
         Error::Client(m) => Response::ClientError(Bytes::from(m.clone())).encode(out),
         Error::Server(m) => Response::ServerError(Bytes::from(m.clone())).encode(out),
+        policy @ Error::WritePolicy { .. } => {
+            Response::ServerError(Bytes::from(policy.to_string())).encode(out)
+        }
         other => Response::ServerError(Bytes::from(format!("cluster: {other}"))).encode(out),
     }
 }

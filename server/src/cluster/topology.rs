@@ -1,122 +1,62 @@
-//! The cluster's shape, read from a TOML file: zones, their nodes, this
-//! node's identity, the write policy and the deadlines.
-//!
-//! ```toml
-//! node = "a1"                      # this node
-//! write_policy = "all-minus-one"   # one | quorum | all-minus-one | all
-//! read_deadline_ms = 20
-//! write_deadline_ms = 50
-//! fallback = ["b", "c"]            # zones to read from after the home zone
-//! read_repair = true               # copy hits from other zones home (default)
-//!
-//! [[zones]]
-//! name = "a"
-//! nodes = [{ id = "a1", addr = "127.0.0.1:21001" }, { id = "a2", addr = "127.0.0.1:21002", weight = 2 }]
-//! ```
+//! This node's view of the cluster config: the shared topology (parsed by
+//! the client crate, which reads the same file) plus which node this is,
+//! and the command-line settings that override the file.
 
-use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
-use zonecache_client::Ring;
+pub use zonecache_client::topology::{ClusterConfig, NodeConfig, Topology, WritePolicy};
 
-/// How many zone copies must acknowledge a write before the caller hears
-/// success; the rest complete in the background.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WritePolicy {
-    One,
-    Quorum,
-    AllMinusOne,
-    All,
+/// The topology as seen from one node: its zone is the home zone.
+#[derive(Debug, Clone)]
+pub struct NodeTopology {
+    /// This node.
+    pub me: NodeConfig,
+    /// Zones (home first), rings, policy and deadlines.
+    pub cluster: Topology,
 }
 
-impl WritePolicy {
-    /// Acknowledgements needed out of `zones` copies.
-    pub fn needed(self, zones: usize) -> usize {
-        match self {
-            WritePolicy::One => 1,
-            WritePolicy::Quorum => zones / 2 + 1,
-            WritePolicy::AllMinusOne => zones.saturating_sub(1).max(1),
-            WritePolicy::All => zones,
-        }
-        .min(zones)
-        .max(1)
-    }
-
-    /// The policy named `name` (as in config files).
-    pub fn from_name(name: &str) -> Result<WritePolicy, String> {
-        [
-            WritePolicy::One,
-            WritePolicy::Quorum,
-            WritePolicy::AllMinusOne,
-            WritePolicy::All,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| format!("write policy {name:?}: use one, quorum, all-minus-one or all"))
-    }
-
-    /// The name used in config files and error messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            WritePolicy::One => "one",
-            WritePolicy::Quorum => "quorum",
-            WritePolicy::AllMinusOne => "all-minus-one",
-            WritePolicy::All => "all",
-        }
+impl Deref for NodeTopology {
+    type Target = Topology;
+    fn deref(&self) -> &Topology {
+        &self.cluster
     }
 }
 
-fn default_policy() -> WritePolicy {
-    WritePolicy::AllMinusOne
-}
-fn default_read_ms() -> u64 {
-    20
-}
-fn default_write_ms() -> u64 {
-    50
-}
-fn default_weight() -> u32 {
-    1
+impl DerefMut for NodeTopology {
+    fn deref_mut(&mut self) -> &mut Topology {
+        &mut self.cluster
+    }
 }
 
-/// One node as the config names it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct NodeConfig {
-    pub id: String,
-    pub addr: SocketAddr,
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-}
+impl NodeTopology {
+    /// Parses and checks a config file's text; it must name this node.
+    pub fn parse(text: &str) -> Result<NodeTopology, String> {
+        NodeTopology::from_config(ClusterConfig::parse(text)?)
+    }
 
-/// One zone as the config names it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ZoneConfig {
-    pub name: String,
-    pub nodes: Vec<NodeConfig>,
-}
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<NodeTopology, String> {
+        NodeTopology::from_config(ClusterConfig::load(path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
 
-/// The file's contents.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    pub node: String,
-    #[serde(default = "default_policy")]
-    pub write_policy: WritePolicy,
-    #[serde(default = "default_read_ms")]
-    pub read_deadline_ms: u64,
-    #[serde(default = "default_write_ms")]
-    pub write_deadline_ms: u64,
-    #[serde(default)]
-    pub fallback: Vec<String>,
-    #[serde(default = "default_true")]
-    pub read_repair: bool,
-    pub zones: Vec<ZoneConfig>,
-}
-
-fn default_true() -> bool {
-    true
+    fn from_config(config: ClusterConfig) -> Result<NodeTopology, String> {
+        let id = config
+            .node
+            .clone()
+            .ok_or("the config names no `node`: say which node this is")?;
+        let me = config
+            .zone_of(&id)
+            .and_then(|z| z.nodes.iter().find(|n| n.id == id))
+            .cloned()
+            .ok_or_else(|| format!("this node {id:?} is in no zone"))?;
+        Ok(NodeTopology {
+            me,
+            cluster: Topology::from_config(config, None)?,
+        })
+    }
 }
 
 /// Command-line settings that take precedence over the config file (on
@@ -147,158 +87,38 @@ impl Overrides {
     }
 }
 
-/// A zone with its ring.
-#[derive(Debug, Clone)]
-pub struct Zone {
-    pub name: String,
-    pub nodes: Vec<NodeConfig>,
-    pub ring: Ring,
-}
-
-impl Zone {
-    /// The node of this zone that owns `key`.
-    pub fn owner(&self, key: &[u8]) -> &NodeConfig {
-        &self.nodes[self.ring.owner(key).expect("zones have nodes")]
-    }
-}
-
-/// The topology a node routes by.
-#[derive(Debug, Clone)]
-pub struct Topology {
-    /// This node.
-    pub me: NodeConfig,
-    /// Zones in read-preference order: the home zone first, then the fallback order.
-    pub zones: Vec<Zone>,
-    pub write_policy: WritePolicy,
-    pub read_deadline: Duration,
-    pub write_deadline: Duration,
-    /// Indexes into `zones` in the config file's order: the first zone
-    /// that answers decides conditional writes.
-    pub arbiter_order: Vec<usize>,
-    /// Copy hits found in other zones back to the home zone.
-    pub read_repair: bool,
-}
-
-impl Topology {
-    /// Parses and checks a config file's text.
-    pub fn parse(text: &str) -> Result<Topology, String> {
-        let config: ClusterConfig =
-            toml::from_str(text).map_err(|e| format!("cluster config: {e}"))?;
-        Topology::from_config(config)
-    }
-
-    /// Reads a config file.
-    pub fn load(path: &std::path::Path) -> Result<Topology, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Topology::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Checks a parsed config and orders its zones for reading.
-    pub fn from_config(config: ClusterConfig) -> Result<Topology, String> {
-        if config.zones.is_empty() {
-            return Err("no zones: add at least one [[zones]] with nodes".into());
-        }
-        let mut ids = std::collections::HashSet::new();
-        for z in &config.zones {
-            if z.nodes.is_empty() {
-                return Err(format!("zone {:?} has no nodes", z.name));
-            }
-            for n in &z.nodes {
-                if !ids.insert(n.id.clone()) {
-                    return Err(format!("node id {:?} appears twice", n.id));
-                }
-            }
-        }
-        let home = config
-            .zones
-            .iter()
-            .position(|z| z.nodes.iter().any(|n| n.id == config.node))
-            .ok_or_else(|| format!("this node {:?} is in no zone", config.node))?;
-        let me = config.zones[home]
-            .nodes
-            .iter()
-            .find(|n| n.id == config.node)
-            .cloned()
-            .expect("found above");
-        // Home first, then the configured fallback order, then the rest in config order.
-        let config_names: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
-        let mut order = vec![home];
-        for name in &config.fallback {
-            let i = config
-                .zones
-                .iter()
-                .position(|z| &z.name == name)
-                .ok_or_else(|| format!("fallback names unknown zone {name:?}"))?;
-            if !order.contains(&i) {
-                order.push(i);
-            }
-        }
-        for i in 0..config.zones.len() {
-            if !order.contains(&i) {
-                order.push(i);
-            }
-        }
-        let zones = order
-            .into_iter()
-            .map(|i| {
-                let z = &config.zones[i];
-                let ring_nodes: Vec<(String, u32)> =
-                    z.nodes.iter().map(|n| (n.id.clone(), n.weight)).collect();
-                Zone {
-                    name: z.name.clone(),
-                    nodes: z.nodes.clone(),
-                    ring: Ring::new(&ring_nodes),
-                }
-            })
-            .collect::<Vec<Zone>>();
-        let arbiter_order = config_names
-            .iter()
-            .filter_map(|name| zones.iter().position(|z| &z.name == name))
-            .collect();
-        Ok(Topology {
-            me,
-            zones,
-            arbiter_order,
-            read_repair: config.read_repair,
-            write_policy: config.write_policy,
-            read_deadline: Duration::from_millis(config.read_deadline_ms),
-            write_deadline: Duration::from_millis(config.write_deadline_ms),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const CONFIG: &str = r#"
         node = "b2"
-        write_policy = "quorum"
-        fallback = ["c"]
         [[zones]]
         name = "a"
-        nodes = [{ id = "a1", addr = "127.0.0.1:1" }, { id = "a2", addr = "127.0.0.1:2" }]
+        nodes = [{ id = "a1", addr = "127.0.0.1:1" }]
         [[zones]]
         name = "b"
         nodes = [{ id = "b1", addr = "127.0.0.1:3" }, { id = "b2", addr = "127.0.0.1:4" }]
-        [[zones]]
-        name = "c"
-        nodes = [{ id = "c1", addr = "127.0.0.1:5" }]
     "#;
 
     #[test]
-    fn home_zone_first_then_fallback_order() {
-        let t = Topology::parse(CONFIG).unwrap();
+    fn the_node_is_found_and_its_zone_is_home() {
+        let t = NodeTopology::parse(CONFIG).unwrap();
         assert_eq!(t.me.id, "b2");
-        let names: Vec<&str> = t.zones.iter().map(|z| z.name.as_str()).collect();
-        assert_eq!(names, ["b", "c", "a"]);
-        assert_eq!(t.write_policy, WritePolicy::Quorum);
-        assert_eq!(t.read_deadline, Duration::from_millis(20));
+        assert_eq!(t.zones[0].name, "b");
+        let unknown = CONFIG.replace("node = \"b2\"", "node = \"zz\"");
+        assert!(NodeTopology::parse(&unknown)
+            .unwrap_err()
+            .contains("in no zone"));
+        let nameless = CONFIG.replace("node = \"b2\"", "");
+        assert!(NodeTopology::parse(&nameless)
+            .unwrap_err()
+            .contains("names no `node`"));
     }
 
     #[test]
     fn overrides_win_over_the_file() {
-        let mut t = Topology::parse(CONFIG).unwrap();
+        let mut t = NodeTopology::parse(CONFIG).unwrap();
         Overrides {
             write_policy: Some(WritePolicy::from_name("all").unwrap()),
             read_deadline: Some(Duration::from_millis(5)),
@@ -310,37 +130,5 @@ mod tests {
         assert_eq!(t.read_deadline, Duration::from_millis(5));
         assert_eq!(t.write_deadline, Duration::from_millis(50));
         assert!(!t.read_repair);
-        assert!(WritePolicy::from_name("most").is_err());
-    }
-
-    #[test]
-    fn policies() {
-        assert_eq!(WritePolicy::One.needed(3), 1);
-        assert_eq!(WritePolicy::Quorum.needed(3), 2);
-        assert_eq!(WritePolicy::AllMinusOne.needed(3), 2);
-        assert_eq!(WritePolicy::All.needed(3), 3);
-        assert_eq!(WritePolicy::AllMinusOne.needed(1), 1);
-    }
-
-    #[test]
-    fn bad_configs_say_what_is_wrong() {
-        assert!(Topology::parse("node = \"x\"\nzones = []")
-            .unwrap_err()
-            .contains("no zones"));
-        let unknown = CONFIG.replace("node = \"b2\"", "node = \"zz\"");
-        assert!(Topology::parse(&unknown)
-            .unwrap_err()
-            .contains("in no zone"));
-        let dup = CONFIG.replace("\"c1\"", "\"a1\"");
-        assert!(Topology::parse(&dup).unwrap_err().contains("twice"));
-    }
-
-    #[test]
-    fn every_zone_has_one_owner_per_key() {
-        let t = Topology::parse(CONFIG).unwrap();
-        for z in &t.zones {
-            let owner = z.owner(b"some-key");
-            assert!(z.nodes.contains(owner));
-        }
     }
 }

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use zonecache_proto::{Command, RequestParser};
+use zonecache_client::Lane;
+use zonecache_proto::{Command, RequestParser, Response};
 
 use super::exec::{self, Flow};
 use super::Shared;
@@ -23,11 +24,15 @@ use crate::stats::ConnCounters;
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this by a large value are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
+/// A batch thread whose timer runs this late is starved: shed batch work.
+const BATCH_SHED_LAG_US: u64 = 10_000;
 
+/// Serves one connection on `lane` until it closes or the node stops.
 pub async fn serve(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    lane: Lane,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let local = stream.local_addr()?;
@@ -76,9 +81,17 @@ pub async fn serve(
             if cmd == Command::PeerHello {
                 peer = true;
             }
+            if lane == Lane::Batch && routed(&cmd) && starved(&shared) {
+                shared.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
+                if !cmd.noreply() {
+                    Response::ServerError("busy: batch lane shed under load, retry later".into())
+                        .encode(&mut wbuf);
+                }
+                continue;
+            }
             let flow = match (&shared.cluster, peer) {
                 (Some(cluster), false) if routed(&cmd) => {
-                    cluster.get().handle(&shared, cmd, &mut wbuf).await;
+                    cluster.get().handle(&shared, cmd, lane, &mut wbuf).await;
                     Flow::Continue
                 }
                 _ => exec::run(&shared, cmd, &mut wbuf, &mut counters, &mut stream).await?,
@@ -112,6 +125,11 @@ pub async fn serve(
     shared.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");
     result
+}
+
+/// Whether the batch thread is starved of CPU by realtime work.
+fn starved(shared: &Shared) -> bool {
+    shared.stats.batch_lag_us.load(Ordering::Relaxed) > BATCH_SHED_LAG_US
 }
 
 /// Commands the cluster routes (the rest are answered by this node alone).

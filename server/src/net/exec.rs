@@ -82,10 +82,12 @@ fn multi_read<'a>(
 ) -> Option<(&'a [Bytes], Option<i32>, bool)> {
     match cmd {
         Command::Get { keys, cas } => {
+            counters.read_requests += 1;
             counters.cmd_get += keys.len() as u64;
             Some((keys, None, *cas))
         }
         Command::Gat { exptime, keys, cas } => {
+            counters.read_requests += 1;
             counters.cmd_touch += keys.len() as u64;
             Some((keys, Some(*exptime), *cas))
         }
@@ -225,6 +227,7 @@ pub fn execute_local(
         Command::MetaNoop => out.extend_from_slice(b"MN\r\n"),
         Command::MetaDebug { key, .. } => meta_debug(shared, &key, out),
         Command::MetaGet(meta) => {
+            counters.read_requests += 1;
             counters.cmd_meta += 1;
             meta_get(shared, &meta, out);
         }

@@ -4,11 +4,17 @@
 //! single-threaded runtime each), and one acceptor deals new connections to
 //! the workers round-robin, so load is balanced and a connection never
 //! migrates between threads.
+//!
+//! The batch port (`--batch-port`) has a thread of its own that accepts and
+//! serves every batch connection at the lowest CPU priority (nice 19), so
+//! batch work runs on what realtime work leaves. The thread measures how
+//! late its timer fires; when it is starved, batch requests are shed with a
+//! quick `SERVER_ERROR busy` instead of queueing behind realtime work.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
@@ -17,6 +23,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::connection;
 use super::Shared;
+use zonecache_client::Lane;
+
+/// How often the batch thread checks how late it runs.
+const LAG_TICK: Duration = Duration::from_millis(2);
 
 /// Binds a listener the way memcached does: reuseaddr, the given backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
@@ -29,10 +39,12 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
-/// Starts `workers` event-loop threads and returns their handles and the
-/// acceptor, which runs on the caller's runtime until `shutdown` turns true.
+/// Starts `workers` event-loop threads (and the batch thread when there is
+/// a batch listener) and returns their handles and the acceptor, which runs
+/// on the caller's runtime until `shutdown` turns true.
 pub fn serve(
     listener: std::net::TcpListener,
+    batch: Option<std::net::TcpListener>,
     workers: usize,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -55,6 +67,20 @@ pub fn serve(
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, worker(rx, shared, shutdown));
+            })?;
+        handles.push(handle);
+    }
+    if let Some(batch) = batch {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let handle = std::thread::Builder::new()
+            .name("batch".into())
+            .spawn(move || {
+                lowest_priority();
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, batch_worker(batch, shared, shutdown));
             })?;
         handles.push(handle);
     }
@@ -90,7 +116,8 @@ async fn worker(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = connection::serve(shared.clone(), stream, peer, shutdown).await {
+            let served = connection::serve(shared.clone(), stream, peer, Lane::Realtime, shutdown);
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             shared
@@ -150,4 +177,84 @@ async fn accept_loop(
         }
         next = next.wrapping_add(1);
     }
+}
+
+/// Runs this thread at nice 19: the kernel gives it CPU only when realtime
+/// threads leave some (Linux niceness is per thread).
+fn lowest_priority() {
+    // SAFETY: plain syscalls on this thread's own id.
+    let result = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+    };
+    if result != 0 {
+        tracing::warn!(
+            "cannot lower the batch thread's priority; batch work competes with realtime"
+        );
+    }
+}
+
+/// Accepts and serves batch connections on this (low-priority) thread, and
+/// keeps `batch_lag_us` current.
+async fn batch_worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        tracing::error!("cannot register the batch listener");
+        return;
+    };
+    let lag = {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let start = Instant::now();
+                tokio::time::sleep(LAG_TICK).await;
+                let late = start.elapsed().saturating_sub(LAG_TICK).as_micros() as u64;
+                // A decaying peak: one late tick counts for a while.
+                let s = &shared.stats.batch_lag_us;
+                let old = s.load(Ordering::Relaxed);
+                s.store(late.max(old - old / 8), Ordering::Relaxed);
+            }
+        })
+    };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let stats = &shared.stats;
+        if stats.batch_connections.load(Ordering::Relaxed) as usize
+            >= shared.settings.batch_connections
+        {
+            stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            tokio::task::spawn_local(async move {
+                let _ = stream
+                    .write_all(b"SERVER_ERROR too many open batch connections\r\n")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
+        stats.batch_connections.fetch_add(1, Ordering::Relaxed);
+        stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tokio::task::spawn_local(async move {
+            let served = connection::serve(shared.clone(), stream, peer, Lane::Batch, shutdown);
+            if let Err(e) = served.await {
+                tracing::debug!(%peer, error = %e, "batch connection ended with an error");
+            }
+            shared
+                .stats
+                .batch_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    lag.abort();
 }

@@ -1,0 +1,309 @@
+//! One node as seen by whoever talks to it (the client, or a peer node):
+//! per lane a few pipelined connections and an in-flight budget, and the
+//! node's health. Consecutive failures mark the node down for a jittered,
+//! exponential back-off (capped), during which calls fail at once. When the
+//! back-off ends, one background probe (`mn`) decides: the node is used again
+//! only after it answers, so a hung node never makes real requests wait.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use zonecache_proto::{Command, Response};
+
+use crate::conn::Connection;
+use crate::error::Error;
+use crate::topology::NodeConfig;
+
+/// Consecutive failures that mark a node down.
+const FAILURES_TO_MARK_DOWN: u32 = 3;
+/// First back-off; doubles with every mark-down in a row.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest back-off.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How long a probe waits for the node's answer.
+const PROBE_DEADLINE: Duration = Duration::from_millis(200);
+
+/// The traffic class of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// User-facing: tight deadlines, served first.
+    Realtime,
+    /// Bulk jobs: loose deadlines, served with what is left, shed first.
+    Batch,
+}
+
+impl Lane {
+    /// The lane's name in spans and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Realtime => "realtime",
+            Lane::Batch => "batch",
+        }
+    }
+}
+
+/// How connections to a node are made and bounded.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Pipelined connections per lane, used in turn.
+    pub connections: usize,
+    /// Requests in flight to the node at once, per lane (realtime, batch);
+    /// beyond it calls fail at once with [`Error::Busy`].
+    pub max_in_flight: [usize; 2],
+    /// Sent first on every new connection (a node marks peer traffic with
+    /// `zc_peer`); an `ERROR` answer (stock memcached) is accepted.
+    pub hello: Option<Command>,
+    /// Batch traffic on connections and a budget of its own (and the node's
+    /// batch port when it has one). `false` puts both lanes on the realtime
+    /// connections — only useful to measure what lanes are worth.
+    pub separate_lanes: bool,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            connections: 2,
+            max_in_flight: [2048, 256],
+            hello: None,
+            separate_lanes: true,
+        }
+    }
+}
+
+/// Whether requests may go to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Up,
+    /// Skipped until this instant, then probed.
+    Down(Instant),
+    /// A probe is in flight; still skipped.
+    Probing,
+}
+
+/// One lane's connections to a node.
+struct LanePool {
+    addr: std::net::SocketAddr,
+    /// Used in turn, so one slow reply or large value does not hold up
+    /// every request of the lane.
+    conns: Vec<tokio::sync::Mutex<Option<Connection>>>,
+    next: AtomicU64,
+    /// The lane's in-flight budget on this node.
+    budget: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl LanePool {
+    fn new(addr: std::net::SocketAddr, connections: usize, max_in_flight: usize) -> LanePool {
+        LanePool {
+            addr,
+            conns: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicU64::new(0),
+            budget: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+}
+
+/// Counters for a node, read by `stats peers` and the client's stats.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub calls: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+    pub mark_downs: AtomicU64,
+    /// Calls refused at once because the lane's budget was spent, or shed
+    /// by the node (`SERVER_ERROR busy…`).
+    pub shed: AtomicU64,
+    /// Sum of call latencies in microseconds (for the mean).
+    pub latency_us: AtomicU64,
+    /// Calls waiting for a reply right now.
+    pub in_flight: AtomicU64,
+}
+
+/// A node, its connections per lane, and what we know of its health.
+pub struct Node {
+    pub config: NodeConfig,
+    /// Realtime, batch.
+    lanes: [LanePool; 2],
+    hello: Option<Command>,
+    separate_lanes: bool,
+    failures: AtomicU32,
+    /// Mark-downs in a row (sets the back-off).
+    strikes: AtomicU32,
+    health: Mutex<Health>,
+    pub stats: NodeStats,
+}
+
+impl Node {
+    /// A node we have not talked to yet; connections open on first use.
+    pub fn new(config: NodeConfig, options: &NodeOptions) -> Node {
+        let batch_addr = config.batch_addr.unwrap_or(config.addr);
+        Node {
+            lanes: [
+                LanePool::new(config.addr, options.connections, options.max_in_flight[0]),
+                LanePool::new(batch_addr, options.connections, options.max_in_flight[1]),
+            ],
+            config,
+            hello: options.hello.clone(),
+            separate_lanes: options.separate_lanes,
+            failures: AtomicU32::new(0),
+            strikes: AtomicU32::new(0),
+            health: Mutex::new(Health::Up),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// Whether the node is marked down (or being probed) right now.
+    pub fn is_down(&self) -> bool {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) != Health::Up
+    }
+
+    fn pool(&self, lane: Lane) -> &LanePool {
+        match lane {
+            Lane::Batch if self.separate_lanes => &self.lanes[1],
+            _ => &self.lanes[0],
+        }
+    }
+
+    /// For a marked-down node whose back-off is over: start the one probe.
+    fn probe_if_due(self: &Arc<Self>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let Health::Down(until) = *health else { return };
+        if Instant::now() < until {
+            return;
+        }
+        *health = Health::Probing;
+        drop(health);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let ok = match node.connection(Lane::Realtime, PROBE_DEADLINE).await {
+                Ok(c) => c.call(&Command::MetaNoop, PROBE_DEADLINE).await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                node.failures.store(0, Ordering::Relaxed);
+                node.strikes.store(0, Ordering::Relaxed);
+                *node.health.lock().unwrap_or_else(|e| e.into_inner()) = Health::Up;
+                tracing::info!(node = %node.config.id, "node answered its probe: back in use");
+            } else {
+                node.mark_down().await;
+            }
+        });
+    }
+
+    async fn connection(&self, lane: Lane, deadline: Duration) -> Result<Connection, Error> {
+        let pool = self.pool(lane);
+        let i = pool.next.fetch_add(1, Ordering::Relaxed) as usize % pool.conns.len();
+        let mut slot = pool.conns[i].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.is_open()) {
+            return Ok(c.clone());
+        }
+        let c = Connection::connect(pool.addr, deadline, pool.max_in_flight).await?;
+        if let Some(hello) = &self.hello {
+            match c.call(hello, deadline).await {
+                // Stock memcached does not know the marker; it has no routing to skip.
+                Ok(_) | Err(Error::Client(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Sends `cmd` on `lane`; a node marked down fails at once (and is probed
+    /// in the background once its back-off is over), and so does a call
+    /// beyond the lane's in-flight budget.
+    pub async fn call(
+        self: &Arc<Self>,
+        cmd: &Command,
+        lane: Lane,
+        deadline: Duration,
+    ) -> Result<Response, Error> {
+        if self.is_down() {
+            self.probe_if_due();
+            return Err(Error::Connection(format!(
+                "{} is marked down",
+                self.config.id
+            )));
+        }
+        let Ok(_permit) = self.pool(lane).budget.clone().try_acquire_owned() else {
+            self.stats.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy);
+        };
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(deadline, self.connection(lane, deadline)).await {
+            Ok(Ok(c)) => c.call(cmd, deadline).await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Timeout),
+        };
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .latency_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &result {
+            Ok(_) | Err(Error::Client(_)) | Err(Error::Server(_)) => {
+                if matches!(&result, Err(e) if e.is_shed()) {
+                    self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.failures.store(0, Ordering::Relaxed);
+                self.strikes.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if *e == Error::Timeout {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                // A slow batch reply is the node serving realtime first, not
+                // a sign it is down.
+                let counts = !(lane == Lane::Batch && *e == Error::Timeout);
+                if counts
+                    && self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_MARK_DOWN
+                {
+                    self.mark_down().await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn mark_down(&self) {
+        let strikes = self.strikes.fetch_add(1, Ordering::Relaxed).min(16);
+        let backoff = jitter(BACKOFF_START.saturating_mul(1 << strikes).min(BACKOFF_CAP));
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) =
+            Health::Down(Instant::now() + backoff);
+        self.failures.store(0, Ordering::Relaxed);
+        self.stats.mark_downs.fetch_add(1, Ordering::Relaxed);
+        // Fresh connections are made for the probe and after it.
+        for pool in &self.lanes {
+            for slot in &pool.conns {
+                *slot.lock().await = None;
+            }
+        }
+        tracing::warn!(node = %self.config.id, ?backoff, "node marked down");
+    }
+}
+
+/// `d` ± 25 %, so that many clients do not all probe and reconnect at once.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(400));
+            assert!(j >= Duration::from_millis(300) && j <= Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The cluster's shape, read from a TOML file: zones, their nodes, the
+//! write policy and the deadlines. Nodes and clients read the same file; a
+//! node names itself in `node`, a client names its home zone instead.
+//!
+//! ```toml
+//! node = "a1"                      # this node (nodes only)
+//! write_policy = "all-minus-one"   # one | quorum | all-minus-one | all
+//! read_deadline_ms = 20
+//! write_deadline_ms = 50
+//! fallback = ["b", "c"]            # zones to read from after the home zone
+//! read_repair = true               # copy hits from other zones home (default)
+//! batch_deadline_ms = 500          # batch lane calls between nodes
+//!
+//! [[zones]]
+//! name = "a"
+//! nodes = [{ id = "a1", addr = "127.0.0.1:21001", batch_addr = "127.0.0.1:22001" },
+//!          { id = "a2", addr = "127.0.0.1:21002", weight = 2 }]
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Ring;
+
+/// How many zone copies must acknowledge a write before the caller hears
+/// success; the rest complete in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WritePolicy {
+    One,
+    Quorum,
+    AllMinusOne,
+    All,
+}
+
+impl WritePolicy {
+    /// Acknowledgements needed out of `zones` copies.
+    pub fn needed(self, zones: usize) -> usize {
+        match self {
+            WritePolicy::One => 1,
+            WritePolicy::Quorum => zones / 2 + 1,
+            WritePolicy::AllMinusOne => zones.saturating_sub(1).max(1),
+            WritePolicy::All => zones,
+        }
+        .min(zones)
+        .max(1)
+    }
+
+    /// The policy named `name` (as in config files).
+    pub fn from_name(name: &str) -> Result<WritePolicy, String> {
+        [
+            WritePolicy::One,
+            WritePolicy::Quorum,
+            WritePolicy::AllMinusOne,
+            WritePolicy::All,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| format!("write policy {name:?}: use one, quorum, all-minus-one or all"))
+    }
+
+    /// The name used in config files and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            WritePolicy::One => "one",
+            WritePolicy::Quorum => "quorum",
+            WritePolicy::AllMinusOne => "all-minus-one",
+            WritePolicy::All => "all",
+        }
+    }
+}
+
+fn default_policy() -> WritePolicy {
+    WritePolicy::AllMinusOne
+}
+fn default_read_ms() -> u64 {
+    20
+}
+fn default_write_ms() -> u64 {
+    50
+}
+fn default_batch_ms() -> u64 {
+    500
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// One node as the config names it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Names the node in the config, in stats, and on the ring.
+    pub id: String,
+    /// Where realtime traffic goes.
+    pub addr: SocketAddr,
+    /// The node's batch-lane port (`--batch-port`), served with lower
+    /// priority and shed first; without it batch traffic uses `addr` on
+    /// connections of its own.
+    #[serde(default)]
+    pub batch_addr: Option<SocketAddr>,
+    /// Share of the zone's keys, relative to the other nodes.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl NodeConfig {
+    /// A node known only by its address (a seed list, a stock memcached).
+    pub fn at(addr: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            id: addr.to_string(),
+            addr,
+            batch_addr: None,
+            weight: 1,
+        }
+    }
+}
+
+/// One zone as the config names it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZoneConfig {
+    pub name: String,
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// The file's contents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The node this file configures; clients leave it out (or ignore it).
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default = "default_policy")]
+    pub write_policy: WritePolicy,
+    #[serde(default = "default_read_ms")]
+    pub read_deadline_ms: u64,
+    #[serde(default = "default_write_ms")]
+    pub write_deadline_ms: u64,
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    #[serde(default = "default_true")]
+    pub read_repair: bool,
+    #[serde(default = "default_batch_ms")]
+    pub batch_deadline_ms: u64,
+    pub zones: Vec<ZoneConfig>,
+}
+
+impl ClusterConfig {
+    /// Parses a config file's text.
+    pub fn parse(text: &str) -> Result<ClusterConfig, String> {
+        toml::from_str(text).map_err(|e| format!("cluster config: {e}"))
+    }
+
+    /// Reads a config file.
+    pub fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The zone `node` belongs to.
+    pub fn zone_of(&self, node: &str) -> Option<&ZoneConfig> {
+        self.zones
+            .iter()
+            .find(|z| z.nodes.iter().any(|n| n.id == node))
+    }
+
+    /// A single-zone cluster of these addresses: a seed list, or stock
+    /// memcached servers.
+    pub fn single_zone(addrs: &[SocketAddr]) -> ClusterConfig {
+        ClusterConfig {
+            node: None,
+            write_policy: default_policy(),
+            read_deadline_ms: default_read_ms(),
+            write_deadline_ms: default_write_ms(),
+            fallback: Vec::new(),
+            read_repair: true,
+            batch_deadline_ms: default_batch_ms(),
+            zones: vec![ZoneConfig {
+                name: "default".into(),
+                nodes: addrs.iter().map(|a| NodeConfig::at(*a)).collect(),
+            }],
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A zone with its ring.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    pub nodes: Vec<NodeConfig>,
+    pub ring: Ring,
+}
+
+impl Zone {
+    /// The node of this zone that owns `key`.
+    pub fn owner(&self, key: &[u8]) -> &NodeConfig {
+        &self.nodes[self.ring.owner(key).expect("zones have nodes")]
+    }
+}
+
+/// The topology a node or a client routes by.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Zones in read-preference order: the home zone first, then the fallback order.
+    pub zones: Vec<Zone>,
+    pub write_policy: WritePolicy,
+    pub read_deadline: Duration,
+    pub write_deadline: Duration,
+    /// Indexes into `zones` in the config file's order: the first zone
+    /// that answers decides conditional writes.
+    pub arbiter_order: Vec<usize>,
+    /// Copy hits found in other zones back to the home zone.
+    pub read_repair: bool,
+    /// Deadline of batch-lane calls.
+    pub batch_deadline: Duration,
+}
+
+impl Topology {
+    /// Checks a parsed config and orders its zones for reading from
+    /// `home_zone` (`None`: the zone of the config's `node`).
+    pub fn from_config(config: ClusterConfig, home_zone: Option<&str>) -> Result<Topology, String> {
+        if config.zones.is_empty() {
+            return Err("no zones: add at least one [[zones]] with nodes".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for z in &config.zones {
+            if z.nodes.is_empty() {
+                return Err(format!("zone {:?} has no nodes", z.name));
+            }
+            for n in &z.nodes {
+                if !ids.insert(n.id.clone()) {
+                    return Err(format!("node id {:?} appears twice", n.id));
+                }
+            }
+        }
+        let home = match (home_zone, &config.node) {
+            (Some(name), _) => config
+                .zones
+                .iter()
+                .position(|z| z.name == name)
+                .ok_or_else(|| format!("home zone {name:?} is not in the config"))?,
+            (None, Some(node)) => config
+                .zones
+                .iter()
+                .position(|z| z.nodes.iter().any(|n| &n.id == node))
+                .ok_or_else(|| format!("this node {node:?} is in no zone"))?,
+            (None, None) => 0,
+        };
+        // Home first, then the configured fallback order, then the rest in config order.
+        let config_names: Vec<String> = config.zones.iter().map(|z| z.name.clone()).collect();
+        let mut order = vec![home];
+        for name in &config.fallback {
+            let i = config
+                .zones
+                .iter()
+                .position(|z| &z.name == name)
+                .ok_or_else(|| format!("fallback names unknown zone {name:?}"))?;
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        for i in 0..config.zones.len() {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        let zones = order
+            .into_iter()
+            .map(|i| {
+                let z = &config.zones[i];
+                let ring_nodes: Vec<(String, u32)> =
+                    z.nodes.iter().map(|n| (n.id.clone(), n.weight)).collect();
+                Zone {
+                    name: z.name.clone(),
+                    nodes: z.nodes.clone(),
+                    ring: Ring::new(&ring_nodes),
+                }
+            })
+            .collect::<Vec<Zone>>();
+        let arbiter_order = config_names
+            .iter()
+            .filter_map(|name| zones.iter().position(|z| &z.name == name))
+            .collect();
+        Ok(Topology {
+            zones,
+            arbiter_order,
+            read_repair: config.read_repair,
+            write_policy: config.write_policy,
+            read_deadline: Duration::from_millis(config.read_deadline_ms),
+            write_deadline: Duration::from_millis(config.write_deadline_ms),
+            batch_deadline: Duration::from_millis(config.batch_deadline_ms),
+        })
+    }
+
+    /// Every node of every zone.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeConfig> {
+        self.zones.iter().flat_map(|z| z.nodes.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+        node = "b2"
+        write_policy = "quorum"
+        fallback = ["c"]
+        [[zones]]
+        name = "a"
+        nodes = [{ id = "a1", addr = "127.0.0.1:1" }, { id = "a2", addr = "127.0.0.1:2" }]
+        [[zones]]
+        name = "b"
+        nodes = [{ id = "b1", addr = "127.0.0.1:3" }, { id = "b2", addr = "127.0.0.1:4" }]
+        [[zones]]
+        name = "c"
+        nodes = [{ id = "c1", addr = "127.0.0.1:5" }]
+    "#;
+
+    fn parse(text: &str) -> Result<Topology, String> {
+        Topology::from_config(ClusterConfig::parse(text)?, None)
+    }
+
+    #[test]
+    fn home_zone_first_then_fallback_order() {
+        let t = parse(CONFIG).unwrap();
+        let names: Vec<&str> = t.zones.iter().map(|z| z.name.as_str()).collect();
+        assert_eq!(names, ["b", "c", "a"]);
+        assert_eq!(t.write_policy, WritePolicy::Quorum);
+        assert_eq!(t.read_deadline, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_client_names_its_home_zone() {
+        let config = ClusterConfig::parse(CONFIG).unwrap();
+        let t = Topology::from_config(config.clone(), Some("a")).unwrap();
+        assert_eq!(t.zones[0].name, "a");
+        assert!(Topology::from_config(config, Some("zz"))
+            .unwrap_err()
+            .contains("not in the config"));
+        assert!(WritePolicy::from_name("most").is_err());
+    }
+
+    #[test]
+    fn policies() {
+        assert_eq!(WritePolicy::One.needed(3), 1);
+        assert_eq!(WritePolicy::Quorum.needed(3), 2);
+        assert_eq!(WritePolicy::AllMinusOne.needed(3), 2);
+        assert_eq!(WritePolicy::All.needed(3), 3);
+        assert_eq!(WritePolicy::AllMinusOne.needed(1), 1);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        assert!(parse("node = \"x\"\nzones = []")
+            .unwrap_err()
+            .contains("no zones"));
+        let unknown = CONFIG.replace("node = \"b2\"", "node = \"zz\"");
+        assert!(parse(&unknown).unwrap_err().contains("in no zone"));
+        let dup = CONFIG.replace("\"c1\"", "\"a1\"");
+        assert!(parse(&dup).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn every_zone_has_one_owner_per_key() {
+        let t = parse(CONFIG).unwrap();
+        for z in &t.zones {
+            let owner = z.owner(b"some-key");
+            assert!(z.nodes.contains(owner));
+        }
+    }
+}
