@@ -4,9 +4,9 @@
 //! A scope remembers every key it has read (the memo), so a key asked for
 //! twice is fetched once. Keys asked for are queued, not sent; the queue is
 //! sent as one read — one request per owner node — at [`Scope::load`], or
-//! when a caller awaits [`Scope::get`]: the first awaiting lookup yields once,
-//! so that every lookup started alongside it (say, in one `join_all`) joins
-//! the same batch.
+//! when a caller awaits [`Scope::get`]: the first awaiting lookup yields until no
+//! more keys arrive (a few rounds at most), so that every lookup started
+//! alongside it (say, in one `join_all`) joins the same batch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,9 @@ use futures::FutureExt;
 
 use crate::client::{checked_key, Client, Fetch, Item};
 use crate::error::Error;
+
+/// Most rounds a lookup yields to let siblings join its batch.
+const SIBLING_ROUNDS: usize = 16;
 
 /// A request scope; make one per incoming request with [`Client::scope`].
 pub struct Scope {
@@ -97,8 +100,7 @@ impl Scope {
         if let Some(found) = self.state().memo.get(&key) {
             return Ok(found.clone());
         }
-        // Let sibling lookups queue their keys before the batch leaves.
-        tokio::task::yield_now().await;
+        self.let_siblings_queue().await;
         self.send_queued();
         let fetch = {
             let s = self.state();
@@ -111,6 +113,20 @@ impl Scope {
             self.settle(&f).await?;
         }
         Ok(self.state().memo.get(&key).cloned().flatten())
+    }
+
+    /// Yields until lookups started beside this one (in the same
+    /// `join_all`, say) have queued their keys: until the queue stops
+    /// growing, at most a few rounds.
+    async fn let_siblings_queue(&self) {
+        for _ in 0..SIBLING_ROUNDS {
+            let before = self.state().queued.len();
+            tokio::task::yield_now().await;
+            let after = self.state().queued.len();
+            if after == before {
+                break;
+            }
+        }
     }
 
     /// Lookups asked of this scope so far.
