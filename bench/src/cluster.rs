@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ pub struct LocalNode {
     pub zone: String,
     pub id: String,
     pub addr: SocketAddr,
+    /// The node's batch-lane port.
+    pub batch_port: u16,
     pub pid: u32,
 }
 
@@ -34,6 +36,8 @@ pub struct LocalNode {
 pub struct LocalCluster {
     child: Child,
     pub nodes: Vec<LocalNode>,
+    /// Where the nodes' configs are (clients read the same files).
+    pub config_dir: PathBuf,
 }
 
 /// A base port with `count` free ports after it.
@@ -54,7 +58,10 @@ impl LocalCluster {
         memory_mb: usize,
         policy: &str,
     ) -> Result<LocalCluster, String> {
-        let base = free_port_range((zones * nodes) as u16)?;
+        // Realtime ports, then as many batch ports.
+        let base = free_port_range(2 * (zones * nodes) as u16)?;
+        let config_dir =
+            std::env::temp_dir().join(format!("zc-bench-local-{}-{base}", std::process::id()));
         let mut child = Command::new(server_binary("zonecache")?)
             .args([
                 "local",
@@ -70,6 +77,8 @@ impl LocalCluster {
                 &memory_mb.to_string(),
             ])
             .args(["--write-policy", policy])
+            .arg("--config-dir")
+            .arg(&config_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -82,12 +91,15 @@ impl LocalCluster {
                 break;
             }
             let words: Vec<&str> = line.split_whitespace().collect();
-            if let [zone, id, addr, pid] = words[..] {
-                if let (Ok(addr), Ok(pid)) = (addr.parse(), pid.parse()) {
+            if let [zone, id, addr, batch, pid] = words[..] {
+                if let (Ok(addr), Ok(batch_port), Ok(pid)) =
+                    (addr.parse(), batch.parse(), pid.parse())
+                {
                     found.push(LocalNode {
                         zone: zone.into(),
                         id: id.into(),
                         addr,
+                        batch_port,
                         pid,
                     });
                 }
@@ -100,12 +112,18 @@ impl LocalCluster {
         Ok(LocalCluster {
             child,
             nodes: found,
+            config_dir,
         })
     }
 
     /// The node with this id.
     pub fn node(&self, id: &str) -> &LocalNode {
         self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// The config file of node `id`.
+    pub fn config_path(&self, id: &str) -> PathBuf {
+        self.config_dir.join(format!("{id}.toml"))
     }
 
     /// Sends a signal to one node.

@@ -4,8 +4,10 @@
 //! mixes), closed- and open-loop load generation with HdrHistogram
 //! latencies, and scenarios that run stock memcached and zonecached side by
 //! side (`compare`, `memory`, `hitratio`) and write a table, a JSON file and
-//! an SVG plot per run.
+//! an SVG plot per run; and scenarios driven through the Rust client
+//! (`lanes`, `coalesce`, `routing`).
 
+pub mod client_scenarios;
 pub mod cluster;
 pub mod load;
 pub mod procs;

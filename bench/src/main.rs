@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use zonecache_bench::client_scenarios;
 use zonecache_bench::load::{self, LoadSpec, Mode};
 use zonecache_bench::report::{format_number, Table};
 use zonecache_bench::scenarios::{
@@ -82,6 +83,57 @@ enum Cmd {
         /// Realtime read rate while the home owner is hung.
         #[arg(long, default_value_t = 2000.0)]
         hung_rate: f64,
+    },
+    /// Through the Rust client: realtime reads alone, beside a batch flood
+    /// with lanes, and beside the same flood without lanes.
+    Lanes {
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Realtime reads per second.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Concurrent batch readers.
+        #[arg(long, default_value_t = 32)]
+        batch_workers: usize,
+        /// Keys per batch read.
+        #[arg(long, default_value_t = 50)]
+        batch_size: usize,
+    },
+    /// Through the Rust client: requests of many lookups with duplicates,
+    /// naive per-key gets vs a request scope.
+    Coalesce {
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[arg(long, default_value_t = 50)]
+        lookups: usize,
+        #[arg(long, default_value_t = 0.3)]
+        duplicates: f64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Through the Rust client: direct routing vs front routing.
+    Routing {
+        #[arg(long, default_value_t = 20_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[arg(long, default_value_t = 0.1)]
+        set_share: f64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
     },
     /// The same Zipf trace against both; hit ratios.
     Hitratio {
@@ -327,6 +379,60 @@ fn main() -> std::process::ExitCode {
                 &cli.out,
             )
         }
+        Cmd::Lanes {
+            keys,
+            value_size,
+            rate,
+            seconds,
+            batch_workers,
+            batch_size,
+        } => client_scenarios::lanes(
+            &client_scenarios::LanesOptions {
+                keys,
+                value_size,
+                rate,
+                seconds,
+                batch_workers,
+                batch_size,
+            },
+            &cli.out,
+        ),
+        Cmd::Coalesce {
+            keys,
+            value_size,
+            lookups,
+            duplicates,
+            concurrency,
+            seconds,
+        } => client_scenarios::coalesce(
+            &client_scenarios::CoalesceOptions {
+                keys,
+                value_size,
+                lookups: lookups.max(1),
+                duplicates: duplicates.clamp(0.0, 0.9),
+                concurrency: concurrency.max(1),
+                seconds,
+            },
+            &cli.out,
+        ),
+        Cmd::Routing {
+            keys,
+            value_size,
+            set_share,
+            concurrency,
+            seconds,
+            pairs,
+        } => client_scenarios::routing(
+            &client_scenarios::RoutingOptions {
+                keys,
+                value_size,
+                set_share: set_share.clamp(0.0, 1.0),
+                concurrency: concurrency.max(1),
+                seconds,
+                pairs,
+            },
+            &cli.out,
+        ),
         Cmd::Memory {
             servers,
             key_size,

@@ -84,6 +84,7 @@ mod client;
 #[cfg(not(loom))]
 pub mod conn;
 pub mod error;
+pub mod health;
 #[cfg(not(loom))]
 pub mod node;
 pub mod ring;

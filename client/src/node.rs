@@ -6,7 +6,7 @@
 //! only after it answers, so a hung node never makes real requests wait.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -14,6 +14,7 @@ use zonecache_proto::{Command, Response};
 
 use crate::conn::Connection;
 use crate::error::Error;
+use crate::health::Health;
 use crate::topology::NodeConfig;
 
 /// Consecutive failures that mark a node down.
@@ -72,14 +73,10 @@ impl Default for NodeOptions {
     }
 }
 
-/// Whether requests may go to a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    Up,
-    /// Skipped until this instant, then probed.
-    Down(Instant),
-    /// A probe is in flight; still skipped.
-    Probing,
+/// Microseconds since this process first asked (never 0): the clock of [`Health`].
+fn now_us() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 /// One lane's connections to a node.
@@ -134,7 +131,7 @@ pub struct Node {
     failures: AtomicU32,
     /// Mark-downs in a row (sets the back-off).
     strikes: AtomicU32,
-    health: Mutex<Health>,
+    health: Health,
     pub stats: NodeStats,
 }
 
@@ -152,14 +149,14 @@ impl Node {
             separate_lanes: options.separate_lanes,
             failures: AtomicU32::new(0),
             strikes: AtomicU32::new(0),
-            health: Mutex::new(Health::Up),
+            health: Health::default(),
             stats: NodeStats::default(),
         }
     }
 
     /// Whether the node is marked down (or being probed) right now.
     pub fn is_down(&self) -> bool {
-        *self.health.lock().unwrap_or_else(|e| e.into_inner()) != Health::Up
+        !self.health.is_up()
     }
 
     fn pool(&self, lane: Lane) -> &LanePool {
@@ -171,13 +168,9 @@ impl Node {
 
     /// For a marked-down node whose back-off is over: start the one probe.
     fn probe_if_due(self: &Arc<Self>) {
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let Health::Down(until) = *health else { return };
-        if Instant::now() < until {
+        if !self.health.claim_probe(now_us()) {
             return;
         }
-        *health = Health::Probing;
-        drop(health);
         let node = self.clone();
         tokio::spawn(async move {
             let ok = match node.connection(Lane::Realtime, PROBE_DEADLINE).await {
@@ -187,7 +180,7 @@ impl Node {
             if ok {
                 node.failures.store(0, Ordering::Relaxed);
                 node.strikes.store(0, Ordering::Relaxed);
-                *node.health.lock().unwrap_or_else(|e| e.into_inner()) = Health::Up;
+                node.health.mark_up();
                 tracing::info!(node = %node.config.id, "node answered its probe: back in use");
             } else {
                 node.mark_down().await;
@@ -276,8 +269,7 @@ impl Node {
     async fn mark_down(&self) {
         let strikes = self.strikes.fetch_add(1, Ordering::Relaxed).min(16);
         let backoff = jitter(BACKOFF_START.saturating_mul(1 << strikes).min(BACKOFF_CAP));
-        *self.health.lock().unwrap_or_else(|e| e.into_inner()) =
-            Health::Down(Instant::now() + backoff);
+        self.health.mark_down(now_us() + backoff.as_micros() as u64);
         self.failures.store(0, Ordering::Relaxed);
         self.stats.mark_downs.fetch_add(1, Ordering::Relaxed);
         // Fresh connections are made for the probe and after it.

@@ -6,8 +6,9 @@
 //! migrates between threads.
 //!
 //! The batch port (`--batch-port`) has a thread of its own that accepts and
-//! serves every batch connection at the lowest CPU priority (nice 19), so
-//! batch work runs on what realtime work leaves. The thread measures how
+//! serves every batch connection at the lowest CPU priority (`SCHED_IDLE`:
+//! any realtime thread that wakes takes the core at once), so batch work
+//! runs on what realtime work leaves. The thread measures how
 //! late its timer fires; when it is starved, batch requests are shed with a
 //! quick `SERVER_ERROR busy` instead of queueing behind realtime work.
 
@@ -179,15 +180,18 @@ async fn accept_loop(
     }
 }
 
-/// Runs this thread at nice 19: the kernel gives it CPU only when realtime
-/// threads leave some (Linux niceness is per thread).
+/// Runs this thread under `SCHED_IDLE` (else nice 19): the kernel gives it
+/// CPU only when realtime threads leave some, and a waking realtime thread
+/// preempts it at once. Unprivileged processes may lower their own threads.
 fn lowest_priority() {
-    // SAFETY: plain syscalls on this thread's own id.
-    let result = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+    // SAFETY: plain syscalls on this thread's own id with a valid param.
+    let lowered = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0
+            || libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) == 0
     };
-    if result != 0 {
+    if !lowered {
         tracing::warn!(
             "cannot lower the batch thread's priority; batch work competes with realtime"
         );
