@@ -2,7 +2,9 @@
 //! clusters started with `zonecache local`:
 //! - `lanes`: realtime reads at a fixed rate, unloaded, then with a batch
 //!   job flooding the node on the batch lane, then the same flood with
-//!   lanes disabled (batch calls on the realtime connections and port);
+//!   lanes disabled (batch calls on the realtime connections and port), and
+//!   as a control the flood against another node on the same machine (what
+//!   sharing the cores costs, whatever the node does);
 //! - `coalesce`: requests of 50 lookups with 30 % duplicates, naive per-key
 //!   gets vs a request scope; network requests counted by the nodes;
 //! - `routing`: direct routing vs front routing, same load.
@@ -243,9 +245,11 @@ pub struct LanesOptions {
     pub batch_workers: usize,
     /// Keys per batch read.
     pub batch_size: usize,
+    /// Rounds of all phases, alternated; medians are reported.
+    pub rounds: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct LanePhase {
     realtime: Latency,
     batch_lookups_per_sec: f64,
@@ -256,26 +260,29 @@ struct LanePhase {
 /// Runs the `lanes` scenario.
 pub fn lanes(opts: &LanesOptions, out_dir: &Path) -> Result<(), String> {
     let cluster = LocalCluster::start(1, 1, 64, "all")?;
+    let other = LocalCluster::start(1, 1, 64, "all")?;
     let config = cluster.config_path("a1");
     let node = cluster.node("a1").addr;
     let rt = runtime("realtime", 2, false)?;
     let batch_rt = runtime("batch-job", 2, true)?;
     let duration = Duration::from_secs_f64(opts.seconds);
-    let with_lanes = Client::builder_file(&config)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let without_lanes = Client::builder_file(&config)
-        .separate_lanes(false)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let build = |path: &Path, lanes: bool| {
+        Client::builder_file(path)
+            .separate_lanes(lanes)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let with_lanes = build(&config, true)?;
+    let without_lanes = build(&config, false)?;
+    let elsewhere = build(&other.config_path("a1"), true)?;
     rt.block_on(preload(&with_lanes, opts.keys, opts.value_size))?;
+    rt.block_on(preload(&elsewhere, opts.keys, opts.value_size))?;
     // Open the realtime connections from the realtime runtime.
     rt.block_on(async {
         let _ = with_lanes.get("warm").await;
         let _ = without_lanes.get("warm").await;
     });
 
-    let mut phases = Vec::new();
     let phase = |name: &str, realtime: &Client, batch: Option<Client>| {
         eprintln!("lanes: {name}");
         let stop = Arc::new(AtomicBool::new(false));
@@ -309,18 +316,35 @@ pub fn lanes(opts: &LanesOptions, out_dir: &Path) -> Result<(), String> {
             node_batch_shed: node_stat(node, "batch_shed") - shed_before,
         }
     };
-    phases.push(phase("realtime alone", &with_lanes, None));
-    phases.push(phase(
-        "with batch flood, lanes on",
-        &with_lanes,
-        Some(with_lanes.batch()),
-    ));
-    phases.push(phase(
-        "with batch flood, lanes off",
-        &without_lanes,
-        Some(without_lanes.batch()),
-    ));
+    let mut rounds: Vec<Vec<LanePhase>> = vec![Vec::new(); 4];
+    for _ in 0..opts.rounds.max(1) {
+        rounds[0].push(phase("realtime alone", &with_lanes, None));
+        rounds[1].push(phase(
+            "with batch flood, lanes on",
+            &with_lanes,
+            Some(with_lanes.batch()),
+        ));
+        rounds[2].push(phase(
+            "with batch flood, lanes off",
+            &without_lanes,
+            Some(without_lanes.batch()),
+        ));
+        rounds[3].push(phase(
+            "control: flood on another node",
+            &with_lanes,
+            Some(elsewhere.batch()),
+        ));
+    }
     drop(batch_rt);
+    // The median round of each phase, by realtime p99.
+    let phases: Vec<LanePhase> = rounds
+        .iter()
+        .map(|runs| {
+            let mut sorted = runs.clone();
+            sorted.sort_by(|a, b| a.realtime.p99_us.total_cmp(&b.realtime.p99_us));
+            sorted[sorted.len() / 2].clone()
+        })
+        .collect();
 
     let mut table = Table::new(&[
         "phase",
@@ -350,36 +374,35 @@ pub fn lanes(opts: &LanesOptions, out_dir: &Path) -> Result<(), String> {
         ]);
     }
     println!(
-        "\nlanes: one node (-t 2, batch port), realtime gets at {}/s through the client; batch job = {} tasks × get_many({}) on a SCHED_IDLE runtime; {} cores shared by all",
+        "\nlanes: one node (-t 2, batch port), realtime gets at {}/s through the client; batch job = {} tasks × get_many({}) on a SCHED_IDLE runtime; {} cores shared by all; median of {} rounds",
         opts.rate,
         opts.batch_workers,
         opts.batch_size,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        opts.rounds.max(1)
     );
     table.print();
     let base_p99 = phases[0].realtime.p99_us.max(1e-9);
     println!(
-        "\nrealtime p99 with flood / alone: lanes on {:.2} (goal ≤ 1.2), lanes off {:.2}",
+        "\nrealtime p99 with flood / alone: lanes on {:.2} (goal ≤ 1.2), lanes off {:.2}, control (flood on another node) {:.2}",
         phases[1].realtime.p99_us / base_p99,
-        phases[2].realtime.p99_us / base_p99
+        phases[2].realtime.p99_us / base_p99,
+        phases[3].realtime.p99_us / base_p99
     );
     let base = report::output_base(out_dir, "lanes");
     let svg = report::plot_bars(
         &base,
         "realtime p99 µs",
-        &phases
-            .iter()
-            .map(|p| {
-                (
-                    p.realtime.name.replace("with batch flood, ", "flood, "),
-                    p.realtime.p99_us,
-                )
-            })
-            .collect::<Vec<_>>(),
+        &[
+            ("alone".to_string(), phases[0].realtime.p99_us),
+            ("lanes on".to_string(), phases[1].realtime.p99_us),
+            ("lanes off".to_string(), phases[2].realtime.p99_us),
+            ("control".to_string(), phases[3].realtime.p99_us),
+        ],
     )?;
     let json = report::write_json(
         &base,
-        &serde_json::json!({ "scenario": "lanes", "options": opts, "phases": phases }),
+        &serde_json::json!({ "scenario": "lanes", "options": opts, "phases": phases, "rounds": rounds }),
     )?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())

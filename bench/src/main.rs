@@ -103,6 +103,9 @@ enum Cmd {
         /// Keys per batch read.
         #[arg(long, default_value_t = 50)]
         batch_size: usize,
+        /// Rounds of all phases (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Through the Rust client: requests of many lookups with duplicates,
     /// naive per-key gets vs a request scope.
@@ -386,6 +389,7 @@ fn main() -> std::process::ExitCode {
             seconds,
             batch_workers,
             batch_size,
+            rounds,
         } => client_scenarios::lanes(
             &client_scenarios::LanesOptions {
                 keys,
@@ -394,6 +398,7 @@ fn main() -> std::process::ExitCode {
                 seconds,
                 batch_workers,
                 batch_size,
+                rounds,
             },
             &cli.out,
         ),
