@@ -146,8 +146,14 @@ fn runtime(
         .map_err(|e| e.to_string())
 }
 
-/// Writes `keys` values of `value_size` bytes through `client`.
-async fn preload(client: &Client, keys: u64, value_size: usize) -> Result<(), String> {
+/// Writes `keys` values of `value_size` bytes into the cluster of the
+/// config at `config`, through a client of its own with loose deadlines (so
+/// a slow start does not mark nodes down for the measured clients).
+async fn preload(config: &Path, keys: u64, value_size: usize) -> Result<(), String> {
+    let client = Client::builder_file(config)
+        .realtime_deadlines(Duration::from_secs(2), Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
     let value = Bytes::from(vec![b'v'; value_size]);
     for chunk in (0..keys).collect::<Vec<u64>>().chunks(256) {
         let sets = chunk
@@ -275,8 +281,12 @@ pub fn lanes(opts: &LanesOptions, out_dir: &Path) -> Result<(), String> {
     let with_lanes = build(&config, true)?;
     let without_lanes = build(&config, false)?;
     let elsewhere = build(&other.config_path("a1"), true)?;
-    rt.block_on(preload(&with_lanes, opts.keys, opts.value_size))?;
-    rt.block_on(preload(&elsewhere, opts.keys, opts.value_size))?;
+    rt.block_on(preload(&config, opts.keys, opts.value_size))?;
+    rt.block_on(preload(
+        &other.config_path("a1"),
+        opts.keys,
+        opts.value_size,
+    ))?;
     // Open the realtime connections from the realtime runtime.
     rt.block_on(async {
         let _ = with_lanes.get("warm").await;
@@ -467,7 +477,11 @@ pub fn coalesce(opts: &CoalesceOptions, out_dir: &Path) -> Result<(), String> {
     let client = Client::builder_file(cluster.config_path("a1"))
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(preload(&client, opts.keys, opts.value_size))?;
+    rt.block_on(preload(
+        &cluster.config_path("a1"),
+        opts.keys,
+        opts.value_size,
+    ))?;
     let reads = || -> u64 {
         cluster
             .nodes
@@ -603,7 +617,11 @@ pub fn routing(opts: &RoutingOptions, out_dir: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
     let (direct, front) = (build(Mode::Direct)?, build(Mode::Front)?);
-    rt.block_on(preload(&direct, opts.keys, opts.value_size))?;
+    rt.block_on(preload(
+        &cluster.config_path("a1"),
+        opts.keys,
+        opts.value_size,
+    ))?;
     let value = Bytes::from(vec![b'v'; opts.value_size]);
     let run = |client: &Client, name: &str| -> Latency {
         let recorder = Recorder::new();
