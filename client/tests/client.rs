@@ -337,3 +337,28 @@ async fn stock_memcached_is_a_one_zone_cluster() {
     assert_eq!(client.get("m3").await.unwrap(), None);
     assert_eq!(client.delete("m3").await, Err(Error::NotFound));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shedding_its_batch_lane_is_reported_as_shed() {
+    let batch_port = zonecache_tests::free_port();
+    let server = Server::zonecached(&[
+        "--batch-port",
+        &batch_port.to_string(),
+        "--batch-shed-after-ms",
+        "0",
+    ]);
+    let mut config = zonecache_client::ClusterConfig::single_zone(&[server.addr]);
+    config.zones[0].nodes[0].batch_addr =
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], batch_port)));
+    let client = zonecache_client::ClientBuilder::config(config)
+        .build()
+        .unwrap();
+    client.set("k", "v", StoreOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match client.batch().get("k").await {
+        Err(e) => assert!(e.is_shed(), "{e}"),
+        Ok(v) => panic!("expected the batch read to be shed, got {v:?}"),
+    }
+    assert_eq!(client.stats().shed, 1);
+    assert_eq!(client.get("k").await.unwrap(), Some(Bytes::from("v")));
+}

@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long = "batch-connections", default_value_t = 256)]
     pub batch_connections: usize,
 
+    /// Shed batch requests (`SERVER_ERROR busy`) while the batch thread is
+    /// starved this long by realtime work (milliseconds its timer runs late).
+    #[arg(long = "batch-shed-after-ms", default_value_t = 10)]
+    pub batch_shed_after_ms: u64,
+
     /// Cluster config (TOML: zones, nodes, this node, write policy). Without
     /// it the node is a single-zone, single-node cache.
     #[arg(long = "config")]

@@ -107,6 +107,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             idle_timeout: config.idle_timeout,
             shards,
             batch_connections: config.batch_connections,
+            batch_shed_after_us: config.batch_shed_after_ms.saturating_mul(1000),
         },
         conns: Arc::new(ConnRegistry::default()),
         parser: ParserConfig {

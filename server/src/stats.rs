@@ -169,6 +169,8 @@ pub struct Settings {
     pub shards: usize,
     /// Most batch-port connections at once.
     pub batch_connections: usize,
+    /// Shed batch requests while the batch thread's timer runs this late (µs).
+    pub batch_shed_after_us: u64,
 }
 
 /// Everything the `stats` command reads.

@@ -24,9 +24,6 @@ use crate::stats::ConnCounters;
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this by a large value are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
-/// A batch thread whose timer runs this late is starved: shed batch work.
-const BATCH_SHED_LAG_US: u64 = 10_000;
-
 /// Serves one connection on `lane` until it closes or the node stops.
 pub async fn serve(
     shared: Arc<Shared>,
@@ -129,7 +126,7 @@ pub async fn serve(
 
 /// Whether the batch thread is starved of CPU by realtime work.
 fn starved(shared: &Shared) -> bool {
-    shared.stats.batch_lag_us.load(Ordering::Relaxed) > BATCH_SHED_LAG_US
+    shared.stats.batch_lag_us.load(Ordering::Relaxed) > shared.settings.batch_shed_after_us
 }
 
 /// Commands the cluster routes (the rest are answered by this node alone).
