@@ -93,6 +93,14 @@ impl Recorder {
     }
 }
 
+/// The run whose `key` is the median (the upper one of an even count);
+/// the whole run is kept, so its figures belong together.
+fn median_by<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2].clone()
+}
+
 /// A `stats` value of the node at `addr` (0 when unreadable).
 pub fn node_stat(addr: SocketAddr, name: &str) -> u64 {
     let read = || -> std::io::Result<String> {
@@ -349,11 +357,7 @@ pub fn lanes(opts: &LanesOptions, out_dir: &Path) -> Result<(), String> {
     // The median round of each phase, by realtime p99.
     let phases: Vec<LanePhase> = rounds
         .iter()
-        .map(|runs| {
-            let mut sorted = runs.clone();
-            sorted.sort_by(|a, b| a.realtime.p99_us.total_cmp(&b.realtime.p99_us));
-            sorted[sorted.len() / 2].clone()
-        })
+        .map(|runs| median_by(runs, |p| p.realtime.p99_us))
         .collect();
 
     let mut table = Table::new(&[
@@ -657,12 +661,8 @@ pub fn routing(opts: &RoutingOptions, out_dir: &Path) -> Result<(), String> {
         runs[0].push(run(&direct, "direct (client → owner)"));
         runs[1].push(run(&front, "front (client → home node → owners)"));
     }
-    let median_of = |rs: &[Latency]| -> Latency {
-        let mut sorted = rs.to_vec();
-        sorted.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
-        sorted[sorted.len() / 2].clone()
-    };
-    let figures = [median_of(&runs[0]), median_of(&runs[1])];
+    let by_p99 = |l: &Latency| l.p99_us;
+    let figures = [median_by(&runs[0], by_p99), median_by(&runs[1], by_p99)];
     let mut table = Table::new(&["routing", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "errors"]);
     for f in &figures {
         table.row(vec![

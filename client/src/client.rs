@@ -15,7 +15,7 @@ use zonecache_proto::{Command, Response, Store, StoreMode, KEY_MAX_LENGTH};
 
 use crate::error::Error;
 use crate::node::{Lane, Node, NodeOptions};
-use crate::route::{set_as_meta, CasClock, Kind, Router, Transport};
+use crate::route::{read_command, set_as_meta, CasClock, Kind, Router, Transport};
 use crate::scope::Scope;
 use crate::topology::{ClusterConfig, NodeConfig, Topology, WritePolicy};
 
@@ -223,9 +223,9 @@ impl ClientBuilder {
     }
 }
 
-/// The node pools, as the router's transport.
+/// Nodes by id, as a router's transport: each call goes to the node's pool.
 #[derive(Clone)]
-struct Pools(Arc<HashMap<String, Arc<Node>>>);
+pub struct Pools(pub Arc<HashMap<String, Arc<Node>>>);
 
 impl Transport for Pools {
     async fn call(
@@ -589,17 +589,7 @@ impl Client {
             .node_requests
             .fetch_add(groups.len() as u64, Ordering::Relaxed);
         let calls = groups.into_values().map(|group| async move {
-            let cmd = match touch {
-                Some(exptime) => Command::Gat {
-                    exptime,
-                    keys: group.clone(),
-                    cas: true,
-                },
-                None => Command::Get {
-                    keys: group.clone(),
-                    cas: true,
-                },
-            };
+            let cmd = read_command(group.clone(), touch);
             self.through_front(&group[0], &cmd, Kind::Read).await
         });
         let mut out = HashMap::new();

@@ -148,17 +148,7 @@ impl Router {
                     .push(k.clone());
             }
             let calls = groups.into_values().map(|(node, group)| {
-                let cmd = match touch {
-                    Some(exptime) => Command::Gat {
-                        exptime,
-                        keys: group.clone(),
-                        cas: true,
-                    },
-                    None => Command::Get {
-                        keys: group.clone(),
-                        cas: true,
-                    },
-                };
+                let cmd = read_command(group.clone(), touch);
                 async move { (group, t.call(node, &cmd, lane, deadline).await) }
             });
             for (group, reply) in join_all(calls).await {
@@ -449,6 +439,19 @@ async fn read_item<T: Transport>(
         ttl,
         num(b'c').unwrap_or(0) as u64,
     ))
+}
+
+/// The read of `keys` (with flags and CAS): `gets`, or `gats` when it
+/// also sets a new expiry.
+pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>) -> Command {
+    match touch {
+        Some(exptime) => Command::Gat {
+            exptime,
+            keys,
+            cas: true,
+        },
+        None => Command::Get { keys, cas: true },
+    }
 }
 
 /// Whether a reply means the item changed (so other zones need the result).

@@ -8,26 +8,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::join_all;
 use zonecache_client::{Client, Error, Lane, Mode, StoreOptions, WritePolicy};
-use zonecache_tests::{Conn, Server, TestCluster};
-
-/// A `stats` value of a node (read without the harness's sync marker,
-/// which is itself a read and would be counted).
-fn stat(conn: &mut Conn, name: &str) -> u64 {
-    conn.send(b"stats\r\n");
-    let reply = String::from_utf8_lossy(&conn.read_until(b"END\r\n")).to_string();
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
+use zonecache_tests::{Server, TestCluster};
 
 /// `read_requests` summed over the nodes.
 fn read_requests(cluster: &TestCluster) -> u64 {
     cluster
         .nodes
         .iter()
-        .map(|n| stat(&mut n.server.connect(), "read_requests"))
+        .map(|n| n.server.connect().stat("read_requests"))
         .sum()
 }
 
@@ -232,7 +220,7 @@ async fn concurrent_reads_of_a_key_across_scopes_share_one_request() {
         .await
         .unwrap();
     let node = &cluster.node("a1").server;
-    let before = stat(&mut node.connect(), "read_requests");
+    let before = node.connect().stat("read_requests");
     // Hold the node still so both reads are in flight at once.
     node.signal(libc::SIGSTOP);
     let (a, b) = (client.scope(), client.scope());
@@ -244,7 +232,7 @@ async fn concurrent_reads_of_a_key_across_scopes_share_one_request() {
     assert_eq!(first.await.unwrap().unwrap(), Some(Bytes::from("v")));
     assert_eq!(second.await.unwrap().unwrap(), Some(Bytes::from("v")));
     assert_eq!(
-        stat(&mut node.connect(), "read_requests") - before,
+        node.connect().stat("read_requests") - before,
         1,
         "{:?}",
         client.stats()
@@ -277,7 +265,7 @@ async fn batch_lane_has_its_own_budget_port_and_no_read_repair() {
     assert!(realtime.iter().all(|r| matches!(r, Ok(Some(_)))));
     // Batch traffic arrived on the node's batch port.
     let a1 = &cluster.node("a1").server;
-    assert!(stat(&mut a1.connect(), "batch_connections") >= 1);
+    assert!(a1.connect().stat("batch_connections") >= 1);
     // A key only zone b has: a batch read finds it without copying it home,
     // a realtime read copies it home (read repair).
     let b1 = cluster.local("b1").request(b"set only-b 0 0 1\r\nz\r\n");
@@ -314,7 +302,7 @@ async fn stock_memcached_is_a_one_zone_cluster() {
     assert_eq!(found[&Bytes::from("m9")].flags, 7);
     // Both servers got a share of the keys.
     for s in &servers {
-        assert!(stat(&mut s.connect(), "curr_items") > 5);
+        assert!(s.connect().stat("curr_items") > 5);
     }
     assert_eq!(client.add("m1", "x", opts).await, Err(Error::NotStored));
     client.append("m1", "a").await.unwrap();

@@ -441,6 +441,18 @@ impl Conn {
         out
     }
 
+    /// A `stats` value. Read without the sync marker, which is itself a read
+    /// and would show in read counters.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send(b"stats\r\n");
+        let reply = String::from_utf8_lossy(&self.read_until(b"END\r\n")).to_string();
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
     /// Sends `bytes` then a sync marker (a meta miss with a unique opaque,
     /// which no step can produce by itself), and returns everything before
     /// the marker's reply.

@@ -24,15 +24,6 @@ fn non_owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
         .expect("two nodes per zone")
 }
 
-fn stat(conn: &mut Conn, name: &str) -> u64 {
-    let reply = String::from_utf8_lossy(&conn.request(b"stats\r\n")).to_string();
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
-
 #[test]
 fn one_copy_per_zone_and_no_replication_loops() {
     let cluster = TestCluster::start(3, 2, "all", "");
@@ -52,7 +43,7 @@ fn one_copy_per_zone_and_no_replication_loops() {
     let sets: u64 = cluster
         .nodes
         .iter()
-        .map(|n| stat(&mut n.server.connect(), "cmd_set"))
+        .map(|n| n.server.connect().stat("cmd_set"))
         .sum();
     assert_eq!(sets, 3, "one store per zone");
     // Readable through any node, with its flags.
@@ -291,7 +282,7 @@ fn flush_all_reaches_every_node() {
     }
     assert_eq!(c.request(b"flush_all\r\n"), b"OK\r\n");
     for n in &cluster.nodes {
-        assert_eq!(stat(&mut cluster.local(&n.id), "curr_items"), 0, "{}", n.id);
+        assert_eq!(cluster.local(&n.id).stat("curr_items"), 0, "{}", n.id);
     }
 }
 
@@ -337,7 +328,7 @@ fn partial_fallback_asks_only_for_the_missing_keys_and_repairs_home() {
         cluster
             .zone("b")
             .iter()
-            .map(|id| stat(&mut cluster.local(id), "cmd_get"))
+            .map(|id| cluster.local(id).stat("cmd_get"))
             .sum()
     };
     let before = gets_in_b(&cluster);

@@ -7,16 +7,6 @@ use std::net::SocketAddr;
 
 use zonecache_tests::{free_port, Conn, Server};
 
-fn stat(conn: &mut Conn, name: &str) -> u64 {
-    conn.send(b"stats\r\n");
-    let reply = String::from_utf8_lossy(&conn.read_until(b"END\r\n")).to_string();
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no stat {name}"))
-}
-
 const SHED: &[u8] = b"SERVER_ERROR busy: batch lane shed under load, retry later\r\n";
 
 fn batch_conn(port: u16) -> Conn {
@@ -41,7 +31,7 @@ fn the_batch_port_serves_and_is_bounded() {
         realtime.request(b"get k\r\n"),
         b"VALUE k 0 1\r\nv\r\nEND\r\n"
     );
-    assert_eq!(stat(&mut realtime, "batch_connections"), 1);
+    assert_eq!(realtime.stat("batch_connections"), 1);
     // One batch connection at most: the next is told and closed.
     let mut second = batch_conn(port);
     assert_eq!(
@@ -82,5 +72,5 @@ fn a_starved_batch_lane_sheds_quickly_and_realtime_is_untouched() {
         realtime.request(b"get k\r\n"),
         b"VALUE k 0 1\r\nv\r\nEND\r\n"
     );
-    assert!(stat(&mut realtime, "batch_shed") >= 5);
+    assert!(realtime.stat("batch_shed") >= 5);
 }

@@ -24,7 +24,6 @@
 
 pub mod topology;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use zonecache_client::route::{set_as_meta, set_flag, CasClock, Router, Transport};
-use zonecache_client::{Error, Lane, Node, NodeOptions};
+use zonecache_client::{Error, Lane, Node, NodeOptions, Pools};
 use zonecache_proto::{
     parse_response, Command, Meta, MetaCode, MetaFlags, Response, Store, StoreMode,
 };
@@ -52,7 +51,7 @@ pub struct Cluster {
     /// This node.
     pub me: NodeConfig,
     router: Router,
-    peers: Arc<HashMap<String, Arc<Node>>>,
+    peers: Pools,
     cas: Arc<CasClock>,
 }
 
@@ -107,7 +106,7 @@ impl ClusterHandle {
 #[derive(Clone)]
 struct Hop {
     me: Arc<str>,
-    peers: Arc<HashMap<String, Arc<Node>>>,
+    peers: Pools,
     shared: Arc<Shared>,
 }
 
@@ -130,10 +129,7 @@ impl Transport for Hop {
                 Err(e) => Err(Error::Protocol(e.to_string())),
             };
         }
-        match self.peers.get(&node.id) {
-            Some(p) => p.call(cmd, lane, deadline).await,
-            None => Err(Error::Connection(format!("unknown node {}", node.id))),
-        }
+        self.peers.call(node, cmd, lane, deadline).await
     }
 }
 
@@ -152,7 +148,7 @@ impl Cluster {
             .filter(|n| n.id != topology.me.id)
             .map(|n| {
                 let kept = previous
-                    .and_then(|p| p.peers.get(&n.id))
+                    .and_then(|p| p.peers.0.get(&n.id))
                     .filter(|p| p.config == *n)
                     .cloned();
                 (
@@ -169,7 +165,7 @@ impl Cluster {
         Cluster {
             me: topology.me,
             router: Router::new(topology.cluster, previous.map(|p| p.router.background())),
-            peers: Arc::new(peers),
+            peers: Pools(Arc::new(peers)),
             cas: previous.map_or_else(|| Arc::new(CasClock::new(tag)), |p| p.cas.clone()),
         }
     }
@@ -185,7 +181,7 @@ impl Cluster {
     /// `stats peers`: per peer state, calls, mean latency, in flight,
     /// timeouts, errors, shed calls and mark-downs.
     pub fn peer_stats(&self) -> Vec<(String, String)> {
-        let mut peers: Vec<&Arc<Node>> = self.peers.values().collect();
+        let mut peers: Vec<&Arc<Node>> = self.peers.0.values().collect();
         peers.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         let mut out = Vec::new();
         for p in peers {
