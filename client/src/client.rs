@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::node::{Lane, Node, NodeOptions};
 use crate::route::{read_command, set_as_meta, CasClock, Kind, Router, Transport};
 use crate::scope::Scope;
-use crate::topology::{ClusterConfig, NodeConfig, Topology, WritePolicy};
+use crate::topology::{ClusterConfig, NodeConfig, Overrides, Topology, WritePolicy};
 
 /// Keys in flight at once in the single-flight table, per lane; beyond it
 /// reads still work but are not shared, so one slow key cannot pin memory.
@@ -78,11 +78,7 @@ pub struct ClientBuilder {
     source: Source,
     home_zone: Option<String>,
     mode: Mode,
-    write_policy: Option<WritePolicy>,
-    read_deadline: Option<Duration>,
-    write_deadline: Option<Duration>,
-    batch_deadline: Option<Duration>,
-    read_repair: Option<bool>,
+    overrides: Overrides,
     options: NodeOptions,
 }
 
@@ -107,11 +103,7 @@ impl ClientBuilder {
             source,
             home_zone: None,
             mode: Mode::Direct,
-            write_policy: None,
-            read_deadline: None,
-            write_deadline: None,
-            batch_deadline: None,
-            read_repair: None,
+            overrides: Overrides::default(),
             options: NodeOptions::default(),
         }
     }
@@ -131,26 +123,26 @@ impl ClientBuilder {
 
     /// Overrides the config's write policy.
     pub fn write_policy(mut self, policy: WritePolicy) -> ClientBuilder {
-        self.write_policy = Some(policy);
+        self.overrides.write_policy = Some(policy);
         self
     }
 
     /// Realtime deadlines per node call (default: the config's, 20 ms / 50 ms).
     pub fn realtime_deadlines(mut self, read: Duration, write: Duration) -> ClientBuilder {
-        self.read_deadline = Some(read);
-        self.write_deadline = Some(write);
+        self.overrides.read_deadline = Some(read);
+        self.overrides.write_deadline = Some(write);
         self
     }
 
     /// Batch deadline per node call (default: the config's, 500 ms).
     pub fn batch_deadline(mut self, deadline: Duration) -> ClientBuilder {
-        self.batch_deadline = Some(deadline);
+        self.overrides.batch_deadline = Some(deadline);
         self
     }
 
     /// Copy hits found in another zone back home (direct mode; default: the config's).
     pub fn read_repair(mut self, on: bool) -> ClientBuilder {
-        self.read_repair = Some(on);
+        self.overrides.read_repair = Some(on);
         self
     }
 
@@ -186,21 +178,7 @@ impl ClientBuilder {
         };
         let mut topology =
             Topology::from_config(config, self.home_zone.as_deref()).map_err(Error::Config)?;
-        if let Some(p) = self.write_policy {
-            topology.write_policy = p;
-        }
-        if let Some(d) = self.read_deadline {
-            topology.read_deadline = d;
-        }
-        if let Some(d) = self.write_deadline {
-            topology.write_deadline = d;
-        }
-        if let Some(d) = self.batch_deadline {
-            topology.batch_deadline = d;
-        }
-        if let Some(r) = self.read_repair {
-            topology.read_repair = r;
-        }
+        self.overrides.apply(&mut topology);
         let mut options = self.options;
         // Direct mode writes each zone's copy itself: the node must apply
         // it, not route it again.

@@ -189,6 +189,38 @@ fn default_true() -> bool {
     true
 }
 
+/// Settings that take precedence over the config file: a node's command
+/// line (on start and on every reload), a client's builder.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub write_policy: Option<WritePolicy>,
+    pub read_deadline: Option<Duration>,
+    pub write_deadline: Option<Duration>,
+    pub read_repair: Option<bool>,
+    pub batch_deadline: Option<Duration>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a loaded topology.
+    pub fn apply(&self, t: &mut Topology) {
+        if let Some(p) = self.write_policy {
+            t.write_policy = p;
+        }
+        if let Some(d) = self.read_deadline {
+            t.read_deadline = d;
+        }
+        if let Some(d) = self.write_deadline {
+            t.write_deadline = d;
+        }
+        if let Some(r) = self.read_repair {
+            t.read_repair = r;
+        }
+        if let Some(d) = self.batch_deadline {
+            t.batch_deadline = d;
+        }
+    }
+}
+
 /// A zone with its ring.
 #[derive(Debug, Clone)]
 pub struct Zone {

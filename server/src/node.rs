@@ -69,6 +69,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
                 read_deadline: config.read_deadline_ms.map(Duration::from_millis),
                 write_deadline: config.write_deadline_ms.map(Duration::from_millis),
                 read_repair: config.no_read_repair.then_some(false),
+                batch_deadline: None,
             };
             Some(ClusterHandle::load(path, overrides)?)
         }

@@ -1,12 +1,10 @@
 //! This node's view of the cluster config: the shared topology (parsed by
-//! the client crate, which reads the same file) plus which node this is,
-//! and the command-line settings that override the file.
+//! the client crate, which reads the same file) plus which node this is.
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::time::Duration;
 
-pub use zonecache_client::topology::{ClusterConfig, NodeConfig, Topology, WritePolicy};
+pub use zonecache_client::topology::{ClusterConfig, NodeConfig, Overrides, Topology, WritePolicy};
 
 /// The topology as seen from one node: its zone is the home zone.
 #[derive(Debug, Clone)]
@@ -59,37 +57,10 @@ impl NodeTopology {
     }
 }
 
-/// Command-line settings that take precedence over the config file (on
-/// start and on every reload).
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub write_policy: Option<WritePolicy>,
-    pub read_deadline: Option<Duration>,
-    pub write_deadline: Option<Duration>,
-    pub read_repair: Option<bool>,
-}
-
-impl Overrides {
-    /// Applies the overrides to a loaded topology.
-    pub fn apply(&self, t: &mut Topology) {
-        if let Some(p) = self.write_policy {
-            t.write_policy = p;
-        }
-        if let Some(d) = self.read_deadline {
-            t.read_deadline = d;
-        }
-        if let Some(d) = self.write_deadline {
-            t.write_deadline = d;
-        }
-        if let Some(r) = self.read_repair {
-            t.read_repair = r;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const CONFIG: &str = r#"
         node = "b2"
@@ -124,6 +95,7 @@ mod tests {
             read_deadline: Some(Duration::from_millis(5)),
             write_deadline: None,
             read_repair: Some(false),
+            batch_deadline: None,
         }
         .apply(&mut t);
         assert_eq!(t.write_policy, WritePolicy::All);
