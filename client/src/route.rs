@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, MetaToken, Response, Value};
 
@@ -27,7 +28,8 @@ use crate::error::Error;
 use crate::node::Lane;
 use crate::topology::{NodeConfig, Topology};
 
-/// Background copies in flight at once; beyond it copies are dropped and counted.
+/// Writes and read repairs whose copies may be in flight at once; beyond it
+/// a write fails (its copies dropped and counted) and a repair is skipped.
 pub const MAX_BACKGROUND: usize = 10_000;
 
 /// How a routed call reaches a node.
@@ -257,29 +259,43 @@ impl Router {
         let needed = self.topology.write_policy.needed(zones);
         let deadline = self.deadline(lane, Kind::Write);
         let (tx, mut rx) = mpsc::channel(zones);
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
-            let node = zone.owner(key).clone();
-            let Ok(permit) = self.background.clone().try_acquire_owned() else {
-                self.zone_stats[zi]
-                    .replication_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send((zi, Err(Error::Busy))).await;
-                continue;
-            };
-            let (t, cmd, tx, stats) = (t.clone(), cmd.clone(), tx.clone(), self.zone_stats.clone());
-            tokio::spawn(async move {
-                let reply = t.call(&node, &cmd, lane, deadline).await;
-                // Counted here: the caller may have had its answer already.
-                if matches!(&reply, Err(e) if e.is_unanswered() || matches!(e, Error::Server(_))) {
-                    stats[zi]
-                        .replication_failures
-                        .fetch_add(1, Ordering::Relaxed);
+        match self.background.clone().try_acquire_owned() {
+            // One task sends every copy and reports each reply, so the copies
+            // the caller does not wait for still finish if it goes away.
+            Ok(permit) => {
+                let mut copies: FuturesUnordered<_> = self
+                    .topology
+                    .zones
+                    .iter()
+                    .enumerate()
+                    .map(|(zi, zone)| {
+                        let (t, node, cmd) = (t.clone(), zone.owner(key).clone(), cmd.clone());
+                        async move { (zi, t.call(&node, &cmd, lane, deadline).await) }
+                    })
+                    .collect();
+                let stats = self.zone_stats.clone();
+                tokio::spawn(async move {
+                    while let Some((zi, reply)) = copies.next().await {
+                        // Counted here: the caller may have had its answer already.
+                        if matches!(&reply, Err(e) if e.is_unanswered() || matches!(e, Error::Server(_)))
+                        {
+                            stats[zi]
+                                .replication_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = tx.try_send((zi, reply));
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                for (zi, stats) in self.zone_stats.iter().enumerate() {
+                    stats.replication_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.try_send((zi, Err(Error::Busy)));
                 }
-                let _ = tx.send((zi, reply)).await;
-                drop(permit);
-            });
+                drop(tx);
+            }
         }
-        drop(tx);
         let (mut acks, mut failures, mut first_ack) = (0, 0, None);
         while let Some((zi, reply)) = rx.recv().await {
             match reply {
