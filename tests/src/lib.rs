@@ -6,11 +6,12 @@
 
 pub mod corpus;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a server may take to start listening.
@@ -19,11 +20,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A free loopback port (the OS picks it; we release it for the server).
+/// Never the same port twice in one test process: tests run in parallel,
+/// and a port handed to one test's server but not yet bound must not be
+/// handed to another's (its server would fail to bind while the first
+/// test talked to the wrong process).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The workspace's target directory for the profile these tests run in.
