@@ -114,19 +114,87 @@ async fn worker(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::task::spawn_local(async move {
-            let served = connection::serve(shared.clone(), stream, peer, Lane::Realtime, shutdown);
-            if let Err(e) = served.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            shared
-                .stats
-                .curr_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        });
+        serve_counted(&shared, stream, peer, Lane::Realtime, &shutdown);
     }
+}
+
+/// Serves one accepted connection on this thread; when it ends, takes it
+/// off its lane's open-connection count.
+fn serve_counted(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lane: Lane,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    tokio::task::spawn_local(async move {
+        let served = connection::serve(shared.clone(), stream, peer, lane, shutdown);
+        if let Err(e) = served.await {
+            tracing::debug!(%peer, lane = lane.name(), error = %e, "connection ended with an error");
+        }
+        open_count(&shared, lane).fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// The open-connection count of `lane`.
+fn open_count(shared: &Shared, lane: Lane) -> &std::sync::atomic::AtomicU64 {
+    match lane {
+        Lane::Realtime => &shared.stats.curr_connections,
+        Lane::Batch => &shared.stats.batch_connections,
+    }
+}
+
+/// The next connection, with Nagle off; `None` once `shutdown` turns.
+/// Accept errors (out of file descriptors and the like) back off and retry.
+async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// If `lane` is at its connection limit: counts the refusal and returns
+/// memcached's error for the client.
+fn at_limit(shared: &Shared, lane: Lane) -> Option<&'static [u8]> {
+    let limit = match lane {
+        Lane::Realtime => shared.settings.max_connections,
+        Lane::Batch => shared.settings.batch_connections,
+    };
+    if (open_count(shared, lane).load(Ordering::Relaxed) as usize) < limit {
+        return None;
+    }
+    shared
+        .stats
+        .rejected_connections
+        .fetch_add(1, Ordering::Relaxed);
+    Some(match lane {
+        Lane::Realtime => b"SERVER_ERROR too many open connections\r\n",
+        Lane::Batch => b"SERVER_ERROR too many open batch connections\r\n",
+    })
+}
+
+/// Tells a refused client why, then closes.
+fn refuse(mut stream: TcpStream, message: &'static [u8]) {
+    tokio::spawn(async move {
+        let _ = stream.write_all(message).await;
+        let _ = stream.shutdown().await;
+    });
 }
 
 async fn accept_loop(
@@ -136,35 +204,13 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next = 0usize;
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let stats = &shared.stats;
-        if stats.curr_connections.load(Ordering::Relaxed) as usize
-            >= shared.settings.max_connections
-        {
-            stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
+        if let Some(message) = at_limit(&shared, Lane::Realtime) {
             tracing::debug!(%peer, "connection limit reached");
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"SERVER_ERROR too many open connections\r\n")
-                    .await;
-                let _ = stream.shutdown().await;
-            });
+            refuse(stream, message);
             continue;
         }
+        let stats = &shared.stats;
         let Ok(std_stream) = stream.into_std() else {
             continue;
         };
@@ -223,42 +269,15 @@ async fn batch_worker(
             }
         })
     };
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let Ok((mut stream, peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let stats = &shared.stats;
-        if stats.batch_connections.load(Ordering::Relaxed) as usize
-            >= shared.settings.batch_connections
-        {
-            stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            tokio::task::spawn_local(async move {
-                let _ = stream
-                    .write_all(b"SERVER_ERROR too many open batch connections\r\n")
-                    .await;
-                let _ = stream.shutdown().await;
-            });
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
+        if let Some(message) = at_limit(&shared, Lane::Batch) {
+            refuse(stream, message);
             continue;
         }
+        let stats = &shared.stats;
         stats.batch_connections.fetch_add(1, Ordering::Relaxed);
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
-        tokio::task::spawn_local(async move {
-            let served = connection::serve(shared.clone(), stream, peer, Lane::Batch, shutdown);
-            if let Err(e) = served.await {
-                tracing::debug!(%peer, error = %e, "batch connection ended with an error");
-            }
-            shared
-                .stats
-                .batch_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        });
+        serve_counted(&shared, stream, peer, Lane::Batch, &shutdown);
     }
     lag.abort();
 }
