@@ -1,4 +1,5 @@
-//! The batch port of a real zonecached: batch connections are served (and
+//! The ports of a real zonecached and their limits. The batch port: batch
+//! connections are served (and
 //! counted), bounded, and shed with a quick `SERVER_ERROR busy` while the
 //! batch thread is starved — here forced with `--batch-shed-after-ms 0` —
 //! while the realtime port answers as usual and nothing is lost.
@@ -73,4 +74,20 @@ fn a_starved_batch_lane_sheds_quickly_and_realtime_is_untouched() {
         b"VALUE k 0 1\r\nv\r\nEND\r\n"
     );
     assert!(realtime.stat("batch_shed") >= 5);
+}
+
+#[test]
+fn the_realtime_port_is_bounded_with_memcacheds_error() {
+    let server = Server::zonecached(&["-c", "2"]);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    assert!(first.request(b"version\r\n").starts_with(b"VERSION "));
+    assert!(second.request(b"version\r\n").starts_with(b"VERSION "));
+    let mut third = Conn::open(server.addr);
+    assert_eq!(
+        third.read_to_close(),
+        b"SERVER_ERROR too many open connections\r\n"
+    );
+    // The open ones keep working.
+    assert!(first.request(b"version\r\n").starts_with(b"VERSION "));
 }
