@@ -1,8 +1,8 @@
-//! The ports of a real zonecached and their limits. The batch port: batch
-//! connections are served (and
-//! counted), bounded, and shed with a quick `SERVER_ERROR busy` while the
-//! batch thread is starved — here forced with `--batch-shed-after-ms 0` —
-//! while the realtime port answers as usual and nothing is lost.
+//! The ports of a real zonecached and their limits. The batch port serves
+//! batch connections (and counts them), is bounded, and sheds with a quick
+//! `SERVER_ERROR busy` while the batch thread is starved — here forced with
+//! `--batch-shed-after-ms 0` — while the realtime port answers as usual and
+//! nothing is lost. The realtime port is bounded by `-c` with memcached's error.
 
 use std::net::SocketAddr;
 
