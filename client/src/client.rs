@@ -232,7 +232,7 @@ struct Counters {
     coalesced: AtomicU64,
     shed: AtomicU64,
     errors: AtomicU64,
-    node_requests: AtomicU64,
+    read_batches: AtomicU64,
 }
 
 /// What the client has done so far ([`Client::stats`]).
@@ -378,7 +378,7 @@ impl Client {
             coalesced: ld(&s.coalesced),
             shed: ld(&s.shed),
             errors: ld(&s.errors),
-            read_batches: ld(&s.node_requests),
+            read_batches: ld(&s.read_batches),
         }
     }
 
@@ -506,7 +506,7 @@ impl Client {
                     span.record("fallback", found.zones_tried > 1);
                     inner
                         .stats
-                        .node_requests
+                        .read_batches
                         .fetch_add(found.zones_tried as u64, Ordering::Relaxed);
                     match found.unanswered {
                         Some(e) => Err(e),
@@ -564,7 +564,7 @@ impl Client {
         }
         self.inner
             .stats
-            .node_requests
+            .read_batches
             .fetch_add(groups.len() as u64, Ordering::Relaxed);
         let calls = groups.into_values().map(|group| async move {
             let cmd = read_command(group.clone(), touch);
