@@ -80,6 +80,12 @@ fn a_starved_batch_lane_sheds_quickly_and_realtime_is_untouched() {
 fn the_realtime_port_is_bounded_with_memcacheds_error() {
     let server = Server::zonecached(&["-c", "2"]);
     let mut first = server.connect();
+    // The harness's readiness probe counts until the node sees it closed.
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while first.stat("curr_connections") != 1 {
+        assert!(std::time::Instant::now() < settled, "probe never closed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let mut second = server.connect();
     assert!(first.request(b"version\r\n").starts_with(b"VERSION "));
     assert!(second.request(b"version\r\n").starts_with(b"VERSION "));
