@@ -694,7 +694,6 @@ impl Client {
 
     async fn conditional_store(
         &self,
-        op: &'static str,
         mode: StoreMode,
         key: impl AsRef<[u8]>,
         value: Bytes,
@@ -704,8 +703,13 @@ impl Client {
         let key = checked_key(key)?;
         let cmd = self.store_cmd(mode, key.clone(), value, opts, cas);
         stored(
-            self.write(op, &key, Write::Arbitrate { is_delete: false }, cmd)
-                .await,
+            self.write(
+                mode.name(),
+                &key,
+                Write::Arbitrate { is_delete: false },
+                cmd,
+            )
+            .await,
         )
     }
 
@@ -716,7 +720,7 @@ impl Client {
         value: impl Into<Bytes>,
         opts: StoreOptions,
     ) -> Result<(), Error> {
-        self.conditional_store("add", StoreMode::Add, key, value.into(), opts, 0)
+        self.conditional_store(StoreMode::Add, key, value.into(), opts, 0)
             .await
     }
 
@@ -727,7 +731,7 @@ impl Client {
         value: impl Into<Bytes>,
         opts: StoreOptions,
     ) -> Result<(), Error> {
-        self.conditional_store("replace", StoreMode::Replace, key, value.into(), opts, 0)
+        self.conditional_store(StoreMode::Replace, key, value.into(), opts, 0)
             .await
     }
 
@@ -738,7 +742,6 @@ impl Client {
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
         self.conditional_store(
-            "append",
             StoreMode::Append,
             key,
             value.into(),
@@ -755,7 +758,6 @@ impl Client {
         value: impl Into<Bytes>,
     ) -> Result<(), Error> {
         self.conditional_store(
-            "prepend",
             StoreMode::Prepend,
             key,
             value.into(),
@@ -774,7 +776,7 @@ impl Client {
         opts: StoreOptions,
         cas: u64,
     ) -> Result<(), Error> {
-        self.conditional_store("cas", StoreMode::Cas, key, value.into(), opts, cas)
+        self.conditional_store(StoreMode::Cas, key, value.into(), opts, cas)
             .await
     }
 
