@@ -17,6 +17,12 @@ pub enum Error {
     Protocol(String),
     /// The node answered `SERVER_ERROR <text>`.
     Server(String),
+    /// The node shed the request for load (`SERVER_ERROR busy…`): retry
+    /// later, or on the batch job's own schedule.
+    Shed(String),
+    /// The node answered `ERROR`: it does not know the command (stock
+    /// memcached, for zonecache's own commands).
+    UnknownCommand,
     /// The node answered `CLIENT_ERROR <text>` (or `ERROR`): the request was malformed.
     Client(String),
     /// The cluster config is missing or wrong; the text says what to fix.
@@ -46,7 +52,8 @@ impl fmt::Display for Error {
             Error::Connection(e) => write!(f, "connection failed: {e}"),
             Error::Busy => f.write_str("too many requests in flight to this node"),
             Error::Protocol(e) => write!(f, "not memcached protocol: {e}"),
-            Error::Server(e) => write!(f, "SERVER_ERROR {e}"),
+            Error::Server(e) | Error::Shed(e) => write!(f, "SERVER_ERROR {e}"),
+            Error::UnknownCommand => f.write_str("ERROR: the node does not know the command"),
             Error::Client(e) => write!(f, "CLIENT_ERROR {e}"),
             Error::Config(why) => write!(f, "cluster config: {why}"),
             Error::InvalidKey(why) => write!(f, "invalid key: {why}"),
@@ -72,11 +79,14 @@ impl Error {
     /// budget or by the node's `SERVER_ERROR busy…`): retry later, elsewhere,
     /// or on the batch job's own schedule.
     pub fn is_shed(&self) -> bool {
-        match self {
-            Error::Busy => true,
-            Error::Server(m) => m.starts_with("busy"),
-            _ => false,
-        }
+        matches!(self, Error::Busy | Error::Shed(_))
+    }
+
+    /// Whether the node answered with its verdict on the request itself (a
+    /// malformed or unknown command): it is up, and another zone would
+    /// answer the same.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Client(_) | Error::UnknownCommand)
     }
 
     /// Whether the node did not answer (so another zone should be tried).
@@ -87,13 +97,31 @@ impl Error {
         )
     }
 
+    /// The reply a node sends a client for this error (a front answering
+    /// for the cluster).
+    pub fn to_response(&self) -> Response {
+        let text = |m: &str| bytes::Bytes::from(m.to_string());
+        match self {
+            Error::UnknownCommand => Response::Error,
+            Error::Client(m) => Response::ClientError(text(m)),
+            Error::Server(m) | Error::Shed(m) => Response::ServerError(text(m)),
+            policy @ Error::WritePolicy { .. } => Response::ServerError(text(&policy.to_string())),
+            other => Response::ServerError(text(&format!("cluster: {other}"))),
+        }
+    }
+
     /// Turns an error reply (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) into
     /// the error it means; any other reply passes through.
     pub fn from_reply(reply: Response) -> Result<Response, Error> {
         match reply {
-            Response::Error => Err(Error::Client("ERROR".into())),
+            Response::Error => Err(Error::UnknownCommand),
             Response::ClientError(m) => {
                 Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
+            }
+            // The node's load-shedding reply (`net` sends it); the one place
+            // its wording is read.
+            Response::ServerError(m) if m.starts_with(b"busy") => {
+                Err(Error::Shed(String::from_utf8_lossy(&m).into_owned()))
             }
             Response::ServerError(m) => {
                 Err(Error::Server(String::from_utf8_lossy(&m).into_owned()))

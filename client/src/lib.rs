@@ -86,7 +86,9 @@ pub mod conn;
 pub mod error;
 pub mod health;
 #[cfg(not(loom))]
-pub mod node;
+pub mod lane;
+#[cfg(not(loom))]
+pub mod remote;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod route;
@@ -95,12 +97,14 @@ mod scope;
 pub mod topology;
 
 #[cfg(not(loom))]
-pub use client::{Client, ClientBuilder, ClientStats, Item, Mode, Pools, StoreOptions};
+pub use client::{Client, ClientBuilder, ClientStats, Item, Mode, StoreOptions};
 #[cfg(not(loom))]
 pub use conn::Connection;
 pub use error::Error;
 #[cfg(not(loom))]
-pub use node::{Lane, Node, NodeOptions};
+pub use lane::Lane;
+#[cfg(not(loom))]
+pub use remote::{NodeOptions, RemoteNode, RemoteNodes};
 pub use ring::Ring;
 #[cfg(not(loom))]
 pub use scope::Scope;

@@ -66,6 +66,88 @@ impl MetaFlags {
     pub fn has(&self, flag: u8) -> bool {
         self.tokens.iter().any(|t| t.flag == flag)
     }
+
+    /// Sets `flag` to `arg` (replacing an earlier one) and keeps the parsed
+    /// view in step: the one way to change a command's flags, so the tokens
+    /// sent on and the fields the executor reads never disagree. Fails (and
+    /// changes nothing) when `arg` is not valid for `flag`.
+    pub fn set(&mut self, flag: u8, arg: impl Into<Bytes>) -> Result<(), &'static str> {
+        let arg: Bytes = arg.into();
+        let mut token = Vec::with_capacity(arg.len() + 1);
+        token.push(flag);
+        token.extend_from_slice(&arg);
+        let token = Bytes::from(token);
+        let mut next = self.clone();
+        next.remove(flag);
+        next.apply(&token).map_err(|(message, _)| message)?;
+        next.tokens.push(MetaToken {
+            flag,
+            arg: token.slice(1..),
+        });
+        *self = next;
+        Ok(())
+    }
+
+    /// Removes `flag` and resets what it meant.
+    pub fn remove(&mut self, flag: u8) {
+        self.tokens.retain(|t| t.flag != flag);
+        match flag {
+            b'b' => self.base64 = false,
+            b'q' => self.quiet = false,
+            b'u' => self.no_update = false,
+            b'v' => self.value = false,
+            b'I' => self.invalidate = false,
+            b'x' => self.remove_value = false,
+            b'O' => self.opaque = None,
+            b'N' => self.vivify = None,
+            b'T' => self.ttl = None,
+            b'R' => self.recache = None,
+            b'F' => self.client_flags = None,
+            b'C' => self.compare_cas = None,
+            b'E' => self.new_cas = None,
+            b'M' => self.mode = None,
+            b'D' => self.delta = None,
+            b'J' => self.initial = None,
+            _ => {}
+        }
+    }
+
+    /// Records what one flag token (flag character and argument) means.
+    /// `Err((message, keep_earlier))` for a bad argument: the `CLIENT_ERROR`
+    /// message, and whether an earlier flag's message takes precedence
+    /// (memcached's order for `F`).
+    fn apply(&mut self, token: &Bytes) -> Result<(), (&'static str, bool)> {
+        let (flag, arg) = (token[0], &token[1..]);
+        fn num<T>(v: Option<T>, message: &'static str) -> Result<T, (&'static str, bool)> {
+            v.ok_or((message, false))
+        }
+        match flag {
+            b'b' => self.base64 = true,
+            b'N' => self.vivify = Some(num(parse_i32(arg), BAD_TOKEN)?),
+            b'T' => self.ttl = Some(num(parse_i32(arg), BAD_TOKEN)?),
+            b'R' => self.recache = Some(num(parse_i32(arg), BAD_TOKEN)?),
+            b'F' => {
+                self.client_flags = Some(parse_u32(arg).ok_or(("bad command line format", true))?)
+            }
+            b'C' => self.compare_cas = Some(num(parse_u64(arg), BAD_TOKEN)?),
+            b'E' => self.new_cas = Some(num(parse_u64(arg), BAD_TOKEN)?),
+            b'M' => match arg {
+                [mode] => self.mode = Some(*mode),
+                _ => return Err(("incorrect length for M token", false)),
+            },
+            b'J' => self.initial = Some(num(parse_u64(arg), "invalid numeric initial value")?),
+            b'D' => self.delta = Some(num(parse_u64(arg), "invalid numeric delta value")?),
+            b'O' => self.opaque = Some(token.clone()),
+            b'v' => self.value = true,
+            b'u' => self.no_update = true,
+            b'q' => self.quiet = true,
+            b'I' => self.invalidate = true,
+            b'x' => self.remove_value = true,
+            b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
+            _ => return Err(("invalid flag", false)),
+        }
+        Ok(())
+    }
 }
 
 /// How flag errors are reported: mg and ms report the precise message,
@@ -103,61 +185,17 @@ pub(crate) fn parse_flags(
         }
         seen[flag as usize] = true;
         let arg = token.slice(1..);
-        match flag {
-            b'b' => {
-                flags.base64 = true;
-                match base64::engine::general_purpose::STANDARD.decode(&key[..]) {
-                    Ok(decoded) if !decoded.is_empty() => *key = Bytes::from(decoded),
-                    _ => error = Some("error decoding key"),
-                }
+        if flag == b'b' {
+            match base64::engine::general_purpose::STANDARD.decode(&key[..]) {
+                Ok(decoded) if !decoded.is_empty() => *key = Bytes::from(decoded),
+                _ => error = Some("error decoding key"),
             }
-            b'N' => match parse_i32(&arg) {
-                Some(v) => flags.vivify = Some(v),
-                None => error = Some(BAD_TOKEN),
-            },
-            b'T' => match parse_i32(&arg) {
-                Some(v) => flags.ttl = Some(v),
-                None => error = Some(BAD_TOKEN),
-            },
-            b'R' => match parse_i32(&arg) {
-                Some(v) => flags.recache = Some(v),
-                None => error = Some(BAD_TOKEN),
-            },
-            b'F' => match parse_u32(&arg) {
-                Some(v) => flags.client_flags = Some(v),
-                None => error = Some(error.unwrap_or("bad command line format")),
-            },
-            b'C' => match parse_u64(&arg) {
-                Some(v) => flags.compare_cas = Some(v),
-                None => error = Some(BAD_TOKEN),
-            },
-            b'E' => match parse_u64(&arg) {
-                Some(v) => flags.new_cas = Some(v),
-                None => error = Some(BAD_TOKEN),
-            },
-            b'M' => {
-                if token.len() != 2 {
-                    error = Some("incorrect length for M token");
-                } else {
-                    flags.mode = Some(token[1]);
-                }
-            }
-            b'J' => match parse_u64(&arg) {
-                Some(v) => flags.initial = Some(v),
-                None => error = Some("invalid numeric initial value"),
-            },
-            b'D' => match parse_u64(&arg) {
-                Some(v) => flags.delta = Some(v),
-                None => error = Some("invalid numeric delta value"),
-            },
-            b'O' => flags.opaque = Some(token.clone()),
-            b'v' => flags.value = true,
-            b'u' => flags.no_update = true,
-            b'q' => flags.quiet = true,
-            b'I' => flags.invalidate = true,
-            b'x' => flags.remove_value = true,
-            b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
-            _ => return Err(generic("invalid flag")),
+        }
+        match flags.apply(token) {
+            Ok(()) => {}
+            Err(("invalid flag", _)) => return Err(generic("invalid flag")),
+            Err((message, true)) => error = Some(error.unwrap_or(message)),
+            Err((message, false)) => error = Some(message),
         }
         flags.tokens.push(MetaToken { flag, arg });
     }

@@ -107,19 +107,7 @@ impl ErrorReply {
 
     /// Writes the reply line (regardless of `noreply`; the caller decides).
     pub fn encode(&self, out: &mut BytesMut) {
-        match self.kind {
-            ErrorKind::Error => out.extend_from_slice(b"ERROR"),
-            ErrorKind::Client => {
-                out.extend_from_slice(b"CLIENT_ERROR ");
-                out.extend_from_slice(self.message.as_bytes());
-            }
-            ErrorKind::Server => {
-                out.extend_from_slice(b"SERVER_ERROR ");
-                out.extend_from_slice(self.message.as_bytes());
-            }
-            ErrorKind::Raw => out.extend_from_slice(self.message.as_bytes()),
-        }
-        out.extend_from_slice(b"\r\n");
+        crate::Response::from(*self).encode(out);
     }
 }
 

@@ -5,6 +5,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::meta::MetaToken;
 use crate::number::{parse_u32, parse_u64, push_u64};
+use crate::request::{ErrorKind, ErrorReply};
 
 /// One item in a `VALUE … END` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +120,21 @@ pub enum Response {
     ClientError(Bytes),
     /// `SERVER_ERROR <message>`
     ServerError(Bytes),
+    /// A whole line of memcached's that fits no other shape
+    /// (`ERROR: shutdown not enabled`), without its `\r\n`.
+    Raw(Bytes),
+}
+
+impl From<ErrorReply> for Response {
+    fn from(e: ErrorReply) -> Response {
+        let message = Bytes::from_static(e.message.as_bytes());
+        match e.kind {
+            ErrorKind::Error => Response::Error,
+            ErrorKind::Client => Response::ClientError(message),
+            ErrorKind::Server => Response::ServerError(message),
+            ErrorKind::Raw => Response::Raw(message),
+        }
+    }
 }
 
 /// Writes `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`.
@@ -204,6 +220,7 @@ impl Response {
             Response::Error => out.extend_from_slice(b"ERROR\r\n"),
             Response::ClientError(m) => line(out, b"CLIENT_ERROR", m),
             Response::ServerError(m) => line(out, b"SERVER_ERROR", m),
+            Response::Raw(m) => line(out, m, b""),
         }
     }
 }

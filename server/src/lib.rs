@@ -1,15 +1,20 @@
 //! # zonecache-server
 //!
-//! The `zonecached` node: the storage engine (`store/`), the cluster layer
-//! (`cluster/`: topology, routing, replication, peer health — reaching peers
-//! through `zonecache-client`), the network front (`net/`), running a node
-//! (`node.rs`), stats and configuration.
+//! The `zonecached` node, in layers whose dependencies point down only:
+//! `net/` (listeners, the connection loop, admission) → `cluster/` (routes
+//! a command with the client crate's router; reload, `stats zones|peers`)
+//! → `exec/` (a command in, a `Response` value out) → `store/` (the engine:
+//! no sockets, zones or wire format). Beside them `node.rs` runs a node and
+//! wires the layers together, `config.rs` reads the command line and
+//! `stats.rs` holds the counters every layer adds to.
 
 // tokio has no networking under `--cfg loom`: the loom models cover
 // `store`, and everything that does I/O is left out of that build.
 #[cfg(not(loom))]
 pub mod cluster;
 pub mod config;
+#[cfg(not(loom))]
+pub mod exec;
 #[cfg(not(loom))]
 pub mod net;
 #[cfg(not(loom))]

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::topology::{Overrides, WritePolicy};
-use crate::cluster::ClusterHandle;
+use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::net::{self, Shared};
-use crate::stats::{ConnRegistry, ServerStats, Settings};
+use crate::exec::Executor;
+use crate::net::{self, Front};
+use crate::stats::{ConnRegistry, ServerStats, Settings, StatsGroups};
 use crate::store::{Engine, EngineConfig, Storage};
 use tokio::sync::watch;
 use zonecache_proto::ParserConfig;
@@ -71,7 +72,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
                 read_repair: config.no_read_repair.then_some(false),
                 batch_deadline: None,
             };
-            Some(ClusterHandle::load(path, overrides)?)
+            Some(Arc::new(Cluster::load(path, overrides)?))
         }
         None => None,
     };
@@ -94,7 +95,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             })?)
         }
     };
-    let shared = Arc::new(Shared {
+    let exec = Arc::new(Executor {
         storage: storage.clone(),
         stats: ServerStats::default(),
         settings: Settings {
@@ -111,6 +112,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             batch_shed_after_us: config.batch_shed_after_ms.saturating_mul(1000),
         },
         conns: Arc::new(ConnRegistry::default()),
+        groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),
+    });
+    let front = Arc::new(Front {
+        exec,
         parser: ParserConfig {
             item_size_max: config.item_size_max,
             ..ParserConfig::default()
@@ -133,8 +138,8 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
-    let reloader = tokio::spawn(reload_on_sighup(shared.clone()));
-    let (workers, acceptor) = net::serve(listener, batch_listener, threads, shared, stop_rx)
+    let reloader = tokio::spawn(reload_on_sighup(front.cluster.clone()));
+    let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
     shutdown_signal().await;
@@ -150,13 +155,13 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
 }
 
 /// Reloads the cluster config on every SIGHUP.
-async fn reload_on_sighup(shared: Arc<Shared>) {
+async fn reload_on_sighup(cluster: Option<Arc<Cluster>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match &shared.cluster {
+        match &cluster {
             Some(cluster) => match cluster.reload() {
                 Ok(()) => tracing::info!("cluster config reloaded"),
                 Err(e) => {

@@ -173,14 +173,21 @@ pub struct Settings {
     pub batch_shed_after_us: u64,
 }
 
+/// `stats` groups served by a layer above the executor (the cluster's
+/// `zones` and `peers`): the executor answers `stats` without importing it.
+pub trait StatsGroups: Send + Sync {
+    /// The lines of group `name`, or `None` when this source has no such group.
+    fn group(&self, name: &[u8]) -> Option<Vec<(String, String)>>;
+}
+
 /// Everything the `stats` command reads.
 pub struct StatsContext<'a> {
     pub server: &'a ServerStats,
     pub storage: &'a dyn Storage,
     pub settings: &'a Settings,
     pub conns: &'a ConnRegistry,
-    /// The cluster, for `stats zones` and `stats peers`.
-    pub cluster: Option<&'a crate::cluster::Cluster>,
+    /// More groups (the cluster's), if any.
+    pub groups: Option<&'a dyn StatsGroups>,
 }
 
 fn rusage() -> (String, String) {
@@ -331,9 +338,7 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 put(&format!("{id}:secs_since_last_cmd"), idle.to_string());
             }
         }
-        Some(b"zones") => out.extend(ctx.cluster?.zone_stats()),
-        Some(b"peers") => out.extend(ctx.cluster?.peer_stats()),
-        _ => return None,
+        Some(name) => out.extend(ctx.groups?.group(name)?),
     }
     Some(out)
 }

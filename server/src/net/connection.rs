@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use zonecache_client::Lane;
 use zonecache_proto::{Command, RequestParser, Response};
 
-use super::exec::{self, Flow};
-use super::Shared;
+use super::{Front, HIGH_WATER};
+use crate::cluster::is_local;
+use crate::exec::{MultiRead, Reply};
 use crate::stats::ConnCounters;
 
 /// Read buffer growth step; memcached reads 16 KiB at a time too.
@@ -26,17 +27,17 @@ const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 256 * 1024;
 /// Serves one connection on `lane` until it closes or the node stops.
 pub async fn serve(
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     mut stream: TcpStream,
     peer: SocketAddr,
     lane: Lane,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let local = stream.local_addr()?;
-    let clock = shared.storage.clock();
-    let guard = shared.conns.register(peer, local, clock.now());
+    let clock = front.exec.storage.clock();
+    let guard = front.exec.conns.register(peer, local, clock.now());
     tracing::debug!(%peer, "connection opened");
-    let mut parser = RequestParser::new(shared.parser);
+    let mut parser = RequestParser::new(front.parser);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut counters = ConnCounters::default();
@@ -47,7 +48,7 @@ pub async fn serve(
             rbuf.reserve(READ_CHUNK);
         }
         let read = async {
-            match shared.idle_timeout {
+            match front.idle_timeout {
                 Some(idle) => match tokio::time::timeout(idle, stream.read_buf(&mut rbuf)).await {
                     Ok(r) => r,
                     Err(_) => Ok(0), // idle too long: close like a disconnect
@@ -78,30 +79,35 @@ pub async fn serve(
             if cmd == Command::PeerHello {
                 peer = true;
             }
-            if lane == Lane::Batch && routed(&cmd) && starved(&shared) {
-                shared.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
+            let data = !is_local(&cmd);
+            if lane == Lane::Batch && data && starved(&front) {
+                front.exec.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
                 if !cmd.noreply() {
                     Response::ServerError("busy: batch lane shed under load, retry later".into())
                         .encode(&mut wbuf);
                 }
                 continue;
             }
-            let flow = match (&shared.cluster, peer) {
-                (Some(cluster), false) if routed(&cmd) => {
-                    cluster.get().handle(&shared, cmd, lane, &mut wbuf).await;
-                    Flow::Continue
-                }
-                _ => exec::run(&shared, cmd, &mut wbuf, &mut counters, &mut stream).await?,
+            let reply = match (&front.cluster, peer) {
+                (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
+                _ => match MultiRead::of(&cmd, &mut counters) {
+                    Some(read) => {
+                        stream_read(&front, &read, &mut stream, &mut wbuf, &mut counters).await?;
+                        Reply::Silent
+                    }
+                    None => front.exec.execute(cmd, &mut counters),
+                },
             };
-            match flow {
-                Flow::Continue => {}
-                Flow::Close => {
+            match reply {
+                Reply::Send(response) => response.encode(&mut wbuf),
+                Reply::Silent => {}
+                Reply::Close => {
                     flush(&mut stream, &mut wbuf, &mut counters).await?;
                     break 'conn Ok(());
                 }
-                Flow::Drop => break 'conn Ok(()),
+                Reply::Drop => break 'conn Ok(()),
             }
-            if wbuf.len() >= exec::HIGH_WATER {
+            if wbuf.len() >= HIGH_WATER {
                 flush(&mut stream, &mut wbuf, &mut counters).await?;
             }
         }
@@ -112,38 +118,41 @@ pub async fn serve(
         if wbuf.capacity() > KEEP_BUFFER {
             wbuf = BytesMut::with_capacity(READ_CHUNK);
         }
-        shared.stats.absorb(&mut counters);
+        front.exec.stats.absorb(&mut counters);
         guard.info.last_cmd.store(clock.now(), Ordering::Relaxed);
         // Let the worker's other ready connections go first, as memcached's
         // event loop does; otherwise a fast client is served again and again
         // while others wait (a long tail under load).
         tokio::task::yield_now().await;
     };
-    shared.stats.absorb(&mut counters);
+    front.exec.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");
     result
 }
 
 /// Whether the batch thread is starved of CPU by realtime work.
-fn starved(shared: &Shared) -> bool {
-    shared.stats.batch_lag_us.load(Ordering::Relaxed) > shared.settings.batch_shed_after_us
+fn starved(front: &Front) -> bool {
+    front.exec.stats.batch_lag_us.load(Ordering::Relaxed) > front.exec.settings.batch_shed_after_us
 }
 
-/// Commands the cluster routes (the rest are answered by this node alone).
-fn routed(cmd: &Command) -> bool {
-    !matches!(
-        cmd,
-        Command::Version
-            | Command::Verbosity { .. }
-            | Command::Stats { .. }
-            | Command::Quit
-            | Command::Close
-            | Command::MetaNoop
-            | Command::MetaDebug { .. }
-            | Command::PeerHello
-            | Command::TooLarge { .. }
-            | Command::Invalid(_)
-    )
+/// Streams a local multi-key read from the store into `wbuf`, sending it
+/// whenever it passes [`HIGH_WATER`] so a huge multi-get stays bounded.
+async fn stream_read(
+    front: &Front,
+    read: &MultiRead<'_>,
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    counters: &mut ConnCounters,
+) -> std::io::Result<()> {
+    for key in read.keys {
+        front.exec.push_hit(key, read.touch, read.cas, wbuf);
+        if wbuf.len() >= HIGH_WATER {
+            flush(stream, wbuf, counters).await?;
+        }
+    }
+    // The end of a `VALUE … END` reply.
+    Response::Values(Vec::new()).encode(wbuf);
+    Ok(())
 }
 
 async fn flush(

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::connection;
-use super::Shared;
+use super::Front;
 use zonecache_client::Lane;
 
 /// How often the batch thread checks how late it runs.
@@ -47,7 +47,7 @@ pub fn serve(
     listener: std::net::TcpListener,
     batch: Option<std::net::TcpListener>,
     workers: usize,
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(
     Vec<std::thread::JoinHandle<()>>,
@@ -61,13 +61,13 @@ pub fn serve(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let shared = shared.clone();
+        let front = front.clone();
         let shutdown = shutdown.clone();
         let handle = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, worker(rx, shared, shutdown));
+                local.block_on(&runtime, worker(rx, front, shutdown));
             })?;
         handles.push(handle);
     }
@@ -75,24 +75,24 @@ pub fn serve(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let (front, shutdown) = (front.clone(), shutdown.clone());
         let handle = std::thread::Builder::new()
             .name("batch".into())
             .spawn(move || {
                 lowest_priority();
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, batch_worker(batch, shared, shutdown));
+                local.block_on(&runtime, batch_worker(batch, front, shutdown));
             })?;
         handles.push(handle);
     }
     let listener = TcpListener::from_std(listener)?;
-    Ok((handles, accept_loop(listener, queues, shared, shutdown)))
+    Ok((handles, accept_loop(listener, queues, front, shutdown)))
 }
 
 /// Serves the connections the acceptor hands this worker.
 async fn worker(
     mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -107,41 +107,42 @@ async fn worker(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot register connection");
-                shared
+                front
+                    .exec
                     .stats
                     .curr_connections
                     .fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
         };
-        serve_counted(&shared, stream, peer, Lane::Realtime, &shutdown);
+        serve_counted(&front, stream, peer, Lane::Realtime, &shutdown);
     }
 }
 
 /// Serves one accepted connection on this thread; when it ends, takes it
 /// off its lane's open-connection count.
 fn serve_counted(
-    shared: &Arc<Shared>,
+    front: &Arc<Front>,
     stream: TcpStream,
     peer: SocketAddr,
     lane: Lane,
     shutdown: &watch::Receiver<bool>,
 ) {
-    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    let (front, shutdown) = (front.clone(), shutdown.clone());
     tokio::task::spawn_local(async move {
-        let served = connection::serve(shared.clone(), stream, peer, lane, shutdown);
+        let served = connection::serve(front.clone(), stream, peer, lane, shutdown);
         if let Err(e) = served.await {
             tracing::debug!(%peer, lane = lane.name(), error = %e, "connection ended with an error");
         }
-        open_count(&shared, lane).fetch_sub(1, Ordering::Relaxed);
+        open_count(&front, lane).fetch_sub(1, Ordering::Relaxed);
     });
 }
 
 /// The open-connection count of `lane`.
-fn open_count(shared: &Shared, lane: Lane) -> &std::sync::atomic::AtomicU64 {
+fn open_count(front: &Front, lane: Lane) -> &std::sync::atomic::AtomicU64 {
     match lane {
-        Lane::Realtime => &shared.stats.curr_connections,
-        Lane::Batch => &shared.stats.batch_connections,
+        Lane::Realtime => &front.exec.stats.curr_connections,
+        Lane::Batch => &front.exec.stats.batch_connections,
     }
 }
 
@@ -171,15 +172,16 @@ async fn next_connection(
 
 /// If `lane` is at its connection limit: counts the refusal and returns
 /// memcached's error for the client.
-fn at_limit(shared: &Shared, lane: Lane) -> Option<&'static [u8]> {
+fn at_limit(front: &Front, lane: Lane) -> Option<&'static [u8]> {
     let limit = match lane {
-        Lane::Realtime => shared.settings.max_connections,
-        Lane::Batch => shared.settings.batch_connections,
+        Lane::Realtime => front.exec.settings.max_connections,
+        Lane::Batch => front.exec.settings.batch_connections,
     };
-    if (open_count(shared, lane).load(Ordering::Relaxed) as usize) < limit {
+    if (open_count(front, lane).load(Ordering::Relaxed) as usize) < limit {
         return None;
     }
-    shared
+    front
+        .exec
         .stats
         .rejected_connections
         .fetch_add(1, Ordering::Relaxed);
@@ -200,17 +202,17 @@ fn refuse(mut stream: TcpStream, message: &'static [u8]) {
 async fn accept_loop(
     listener: TcpListener,
     workers: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next = 0usize;
     while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
-        if let Some(message) = at_limit(&shared, Lane::Realtime) {
+        if let Some(message) = at_limit(&front, Lane::Realtime) {
             tracing::debug!(%peer, "connection limit reached");
             refuse(stream, message);
             continue;
         }
-        let stats = &shared.stats;
+        let stats = &front.exec.stats;
         let Ok(std_stream) = stream.into_std() else {
             continue;
         };
@@ -248,7 +250,7 @@ fn lowest_priority() {
 /// keeps `batch_lag_us` current.
 async fn batch_worker(
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(listener) = TcpListener::from_std(listener) else {
@@ -256,28 +258,28 @@ async fn batch_worker(
         return;
     };
     let lag = {
-        let shared = shared.clone();
+        let front = front.clone();
         tokio::task::spawn_local(async move {
             loop {
                 let start = Instant::now();
                 tokio::time::sleep(LAG_TICK).await;
                 let late = start.elapsed().saturating_sub(LAG_TICK).as_micros() as u64;
                 // A decaying peak: one late tick counts for a while.
-                let s = &shared.stats.batch_lag_us;
+                let s = &front.exec.stats.batch_lag_us;
                 let old = s.load(Ordering::Relaxed);
                 s.store(late.max(old - old / 8), Ordering::Relaxed);
             }
         })
     };
     while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
-        if let Some(message) = at_limit(&shared, Lane::Batch) {
+        if let Some(message) = at_limit(&front, Lane::Batch) {
             refuse(stream, message);
             continue;
         }
-        let stats = &shared.stats;
+        let stats = &front.exec.stats;
         stats.batch_connections.fetch_add(1, Ordering::Relaxed);
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        serve_counted(&shared, stream, peer, Lane::Batch, &shutdown);
+        serve_counted(&front, stream, peer, Lane::Batch, &shutdown);
     }
     lag.abort();
 }

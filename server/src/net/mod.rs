@@ -1,8 +1,9 @@
 //! The network front: the listener (socket2), the per-connection loop with
-//! pipelining and admission control, and command execution.
+//! pipelining and admission control. A connection hands each command to the
+//! cluster (when this node is part of one and the connection is not a
+//! peer's) or to the executor, and encodes the `Response` it gets back.
 
 mod connection;
-mod exec;
 mod listener;
 
 use std::sync::Arc;
@@ -10,26 +11,23 @@ use std::time::Duration;
 
 use zonecache_proto::ParserConfig;
 
-use crate::stats::{ConnRegistry, ServerStats, Settings};
-use crate::store::Storage;
+use crate::cluster::Cluster;
+use crate::exec::Executor;
 
-pub use exec::{execute_local, HIGH_WATER};
 pub use listener::{bind, serve};
 
-/// What every connection shares.
-pub struct Shared {
-    /// Where items live.
-    pub storage: Arc<dyn Storage>,
-    /// Process-wide counters.
-    pub stats: ServerStats,
-    /// Settings echoed by `stats settings`.
-    pub settings: Settings,
-    /// Open connections, for `stats conns`.
-    pub conns: Arc<ConnRegistry>,
+/// Replies above this size are sent before more is added, so a huge
+/// multi-get (or a slow reader) cannot make the node buffer without bound.
+pub const HIGH_WATER: usize = 256 * 1024;
+
+/// What every connection of the node shares.
+pub struct Front {
+    /// Runs commands against this node's store.
+    pub exec: Arc<Executor>,
+    /// Routing across zones; `None` for a single node.
+    pub cluster: Option<Arc<Cluster>>,
     /// Limits the request parser enforces.
     pub parser: ParserConfig,
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
-    /// Routing across zones; `None` for a single node.
-    pub cluster: Option<crate::cluster::ClusterHandle>,
 }

@@ -6,6 +6,7 @@
 mod clock;
 mod engine;
 mod item;
+mod number;
 mod pool;
 mod shard;
 

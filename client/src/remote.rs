@@ -1,10 +1,11 @@
-//! One node as seen by whoever talks to it (the client, or a peer node):
+//! A remote node as seen by whoever talks to it (the client, or a peer node):
 //! per lane a few pipelined connections and an in-flight budget, and the
 //! node's health. Consecutive failures mark the node down for a jittered,
 //! exponential back-off (capped), during which calls fail at once. When the
 //! back-off ends, one background probe (`mn`) decides: the node is used again
 //! only after it answers, so a hung node never makes real requests wait.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use zonecache_proto::{Command, Response};
 use crate::conn::Connection;
 use crate::error::Error;
 use crate::health::Health;
+use crate::lane::Lane;
+use crate::route::Transport;
 use crate::topology::NodeConfig;
 
 /// Consecutive failures that mark a node down.
@@ -25,25 +28,6 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How long a probe waits for the node's answer.
 const PROBE_DEADLINE: Duration = Duration::from_millis(200);
-
-/// The traffic class of a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lane {
-    /// User-facing: tight deadlines, served first.
-    Realtime,
-    /// Bulk jobs: loose deadlines, served with what is left, shed first.
-    Batch,
-}
-
-impl Lane {
-    /// The lane's name in spans and stats.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lane::Realtime => "realtime",
-            Lane::Batch => "batch",
-        }
-    }
-}
 
 /// How connections to a node are made and bounded.
 #[derive(Debug, Clone)]
@@ -121,8 +105,8 @@ pub struct NodeStats {
     pub in_flight: AtomicU64,
 }
 
-/// A node, its connections per lane, and what we know of its health.
-pub struct Node {
+/// A remote node, its connections per lane, and what we know of its health.
+pub struct RemoteNode {
     pub config: NodeConfig,
     /// Realtime, batch.
     lanes: [LanePool; 2],
@@ -135,11 +119,11 @@ pub struct Node {
     pub stats: NodeStats,
 }
 
-impl Node {
+impl RemoteNode {
     /// A node we have not talked to yet; connections open on first use.
-    pub fn new(config: NodeConfig, options: &NodeOptions) -> Node {
+    pub fn new(config: NodeConfig, options: &NodeOptions) -> RemoteNode {
         let batch_addr = config.batch_addr.unwrap_or(config.addr);
-        Node {
+        RemoteNode {
             lanes: [
                 LanePool::new(config.addr, options.connections, options.max_in_flight[0]),
                 LanePool::new(batch_addr, options.connections, options.max_in_flight[1]),
@@ -199,7 +183,7 @@ impl Node {
         if let Some(hello) = &self.hello {
             match c.call(hello, deadline).await {
                 // Stock memcached does not know the marker; it has no routing to skip.
-                Ok(_) | Err(Error::Client(_)) => {}
+                Ok(_) | Err(Error::UnknownCommand) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -240,8 +224,10 @@ impl Node {
             .latency_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &result {
-            Ok(_) | Err(Error::Client(_)) | Err(Error::Server(_)) => {
-                if matches!(&result, Err(e) if e.is_shed()) {
+            // The node answered: it is up, whatever it said.
+            Ok(_)
+            | Err(Error::Client(_) | Error::UnknownCommand | Error::Server(_) | Error::Shed(_)) => {
+                if matches!(result, Err(Error::Shed(_))) {
                     self.stats.shed.fetch_add(1, Ordering::Relaxed);
                 }
                 self.failures.store(0, Ordering::Relaxed);
@@ -279,6 +265,66 @@ impl Node {
             }
         }
         tracing::warn!(node = %self.config.id, ?backoff, "node marked down");
+    }
+}
+
+/// The remote nodes of a topology by id: the router's transport, for the
+/// client and for a node reaching its peers. Each call goes to its node's
+/// pools.
+#[derive(Clone, Default)]
+pub struct RemoteNodes {
+    nodes: Arc<HashMap<String, Arc<RemoteNode>>>,
+}
+
+impl RemoteNodes {
+    /// Pools for `nodes`; a node still at the same address in `previous`
+    /// (a reload) keeps its pools, connections and health.
+    pub fn new<'a>(
+        nodes: impl IntoIterator<Item = &'a NodeConfig>,
+        options: &NodeOptions,
+        previous: Option<&RemoteNodes>,
+    ) -> RemoteNodes {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| {
+                let kept = previous
+                    .and_then(|p| p.get(&n.id))
+                    .filter(|p| p.config == *n)
+                    .cloned();
+                let node = kept.unwrap_or_else(|| Arc::new(RemoteNode::new(n.clone(), options)));
+                (n.id.clone(), node)
+            })
+            .collect();
+        RemoteNodes {
+            nodes: Arc::new(nodes),
+        }
+    }
+
+    /// The node with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<RemoteNode>> {
+        self.nodes.get(id)
+    }
+
+    /// Every node, ordered by id.
+    pub fn sorted(&self) -> Vec<&Arc<RemoteNode>> {
+        let mut nodes: Vec<&Arc<RemoteNode>> = self.nodes.values().collect();
+        nodes.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        nodes
+    }
+}
+
+impl Transport for RemoteNodes {
+    async fn call(
+        &self,
+        node: &NodeConfig,
+        cmd: &Command,
+        lane: Lane,
+        deadline: Duration,
+    ) -> Result<Response, Error> {
+        match self.nodes.get(&node.id) {
+            Some(n) => n.call(cmd, lane, deadline).await,
+            None => Err(Error::Connection(format!("unknown node {}", node.id))),
+        }
     }
 }
 

@@ -1,0 +1,253 @@
+//! Routing across zones, one implementation for the client's direct mode
+//! and for a node routing what its clients send it. [`plan`] says which
+//! route a command takes; [`Router::run`] takes it:
+//! - reads (`read.rs`) go to the key's owner in the home zone, then to the
+//!   other zones in fallback order on miss, error or deadline; multi-key
+//!   reads send one request per owner and only the keys still missing to
+//!   the next zone; a hit found in another zone is copied home (read
+//!   repair, realtime only);
+//! - plain writes (`write.rs`) fan out to the owner in every zone and are
+//!   acknowledged per the write policy, the other copies finishing in the
+//!   background; conditional writes are decided by one arbiter (the owner
+//!   in the first config zone that answers) and the result is copied.
+//!
+//! How a call reaches a node is the [`Transport`]'s business: the client
+//! uses its pools, a node also runs commands for itself without a hop, and
+//! the tests use an in-memory cluster (`memory.rs`).
+
+mod plan;
+mod read;
+mod write;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use zonecache_proto::{Command, Response};
+
+use crate::error::Error;
+use crate::lane::Lane;
+use crate::topology::{NodeConfig, Topology};
+
+pub use plan::{plan, Route};
+pub use read::{read_command, Found};
+pub use write::set_as_meta;
+
+/// Writes and read repairs whose copies may be in flight at once; beyond it
+/// a write fails (its copies dropped and counted) and a repair is skipped.
+pub const MAX_BACKGROUND: usize = 10_000;
+
+/// How a routed call reaches a node.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// Sends `cmd` to `node` on `lane` and waits up to `deadline`.
+    fn call(
+        &self,
+        node: &NodeConfig,
+        cmd: &Command,
+        lane: Lane,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<Response, Error>> + Send;
+}
+
+/// Per-zone counters (`stats zones`, the client's stats).
+#[derive(Debug, Default)]
+pub struct ZoneStats {
+    /// Reads answered from this zone after the home zone missed.
+    pub fallback_hits: AtomicU64,
+    /// Copies to this zone that failed or were dropped.
+    pub replication_failures: AtomicU64,
+    /// Items found in this zone and written back to the home zone.
+    pub read_repairs: AtomicU64,
+}
+
+/// What a call is, for its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+}
+
+/// Routing state for one topology.
+pub struct Router {
+    pub topology: Topology,
+    /// Shared with background copies, which count their own failures.
+    pub zone_stats: Arc<Vec<ZoneStats>>,
+    /// Bounds background copies; kept across reloads.
+    background: Arc<Semaphore>,
+    /// Stamps fanned-out writes; kept across reloads so CAS only grows.
+    cas: Arc<CasClock>,
+}
+
+impl Router {
+    /// A router for `topology`, stamping writes with CAS values tagged `tag`.
+    pub fn new(topology: Topology, tag: u64) -> Router {
+        Router::with(
+            topology,
+            Arc::new(Semaphore::new(MAX_BACKGROUND)),
+            Arc::new(CasClock::new(tag)),
+        )
+    }
+
+    /// A router for a reloaded `topology` that keeps `previous`'s
+    /// background bound and CAS clock.
+    pub fn reloaded(topology: Topology, previous: &Router) -> Router {
+        Router::with(topology, previous.background.clone(), previous.cas.clone())
+    }
+
+    fn with(topology: Topology, background: Arc<Semaphore>, cas: Arc<CasClock>) -> Router {
+        let zone_stats = Arc::new(
+            topology
+                .zones
+                .iter()
+                .map(|_| ZoneStats::default())
+                .collect(),
+        );
+        Router {
+            topology,
+            zone_stats,
+            background,
+            cas,
+        }
+    }
+
+    /// Background copies in flight now.
+    pub fn background_in_flight(&self) -> usize {
+        MAX_BACKGROUND - self.background.available_permits()
+    }
+
+    /// The deadline of a call of `kind` on `lane`.
+    pub fn deadline(&self, lane: Lane, kind: Kind) -> Duration {
+        match (lane, kind) {
+            (Lane::Batch, _) => self.topology.batch_deadline,
+            (Lane::Realtime, Kind::Read) => self.topology.read_deadline,
+            (Lane::Realtime, Kind::Write) => self.topology.write_deadline,
+        }
+    }
+
+    /// Runs `cmd` on the route [`plan`] gives it. The command must want a
+    /// reply (no `noreply`, no meta `q`): whoever serves the caller applies
+    /// those to the reply it gets.
+    pub async fn run<T: Transport>(
+        &self,
+        t: &T,
+        cmd: Command,
+        lane: Lane,
+    ) -> Result<Response, Error> {
+        match plan(&cmd) {
+            Route::MultiRead => {
+                let (keys, touch, cas) = match &cmd {
+                    Command::Get { keys, cas } => (keys, None, *cas),
+                    Command::Gat { exptime, keys, cas } => (keys, Some(*exptime), *cas),
+                    _ => unreachable!("plan gives MultiRead to get and gat only"),
+                };
+                let found = self.multi_get(t, keys, touch, lane).await;
+                // In the order asked, each key as often as asked.
+                let values = keys
+                    .iter()
+                    .filter_map(|k| found.values.get(k).cloned())
+                    .map(|mut v| {
+                        if !cas {
+                            v.cas = None;
+                        }
+                        v
+                    })
+                    .collect();
+                Ok(Response::Values(values))
+            }
+            Route::MetaRead => self.meta_read(t, &key_of(&cmd), &cmd, lane).await,
+            Route::FanOut { stamp } => {
+                let key = key_of(&cmd);
+                // Stock memcached (a one-zone cluster) may not know `E`; with
+                // one zone there is no other copy to agree with anyway.
+                if !stamp || self.topology.zones.len() < 2 {
+                    return self.fan_out(t, &key, cmd, lane).await;
+                }
+                match cmd {
+                    Command::Store(s) => {
+                        let ms = set_as_meta(&s.key, s.data, s.flags, s.exptime, self.cas.next());
+                        self.fan_out(t, &key, ms, lane)
+                            .await
+                            .map(|_| Response::Stored)
+                    }
+                    Command::MetaSet { mut meta, data } => {
+                        meta.flags
+                            .set(b'E', self.cas.next().to_string())
+                            .expect("a number is a valid E");
+                        self.fan_out(t, &key, Command::MetaSet { meta, data }, lane)
+                            .await
+                    }
+                    _ => unreachable!("plan stamps set and ms only"),
+                }
+            }
+            Route::Arbitrate { deletes } => {
+                let key = key_of(&cmd);
+                self.arbitrate(t, &key, cmd, deletes, lane).await
+            }
+            Route::Everywhere => {
+                let Command::FlushAll { delay, .. } = cmd else {
+                    unreachable!("plan sends flush_all everywhere only")
+                };
+                self.flush_everywhere(t, delay).await.map(|()| Response::Ok)
+            }
+            Route::Local => Err(Error::Protocol(
+                "a local command has no route; the node that received it answers it".into(),
+            )),
+        }
+    }
+}
+
+/// The key of a single-key command.
+fn key_of(cmd: &Command) -> Bytes {
+    match cmd {
+        Command::Store(s) => s.key.clone(),
+        Command::Arith { key, .. } | Command::Touch { key, .. } | Command::Delete { key, .. } => {
+            key.clone()
+        }
+        Command::MetaSet { meta, .. }
+        | Command::MetaArith(meta)
+        | Command::MetaDelete(meta)
+        | Command::MetaGet(meta) => meta.key.clone(),
+        _ => Bytes::new(),
+    }
+}
+
+/// CAS values unique across the cluster, so that one write carries the same
+/// CAS into every zone: microseconds since the epoch, tagged with the
+/// writer's 8-bit tag, strictly increasing per writer.
+#[derive(Debug)]
+pub struct CasClock {
+    last: AtomicU64,
+    tag: u64,
+}
+
+impl CasClock {
+    /// A clock for a writer tagged `tag` (its low 8 bits are used).
+    pub fn new(tag: u64) -> CasClock {
+        CasClock {
+            last: AtomicU64::new(0),
+            tag: tag & 0xff,
+        }
+    }
+
+    /// The next CAS.
+    pub fn next(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let candidate = (now << 8) | self.tag;
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = candidate.max(prev + 256);
+            match self
+                .last
+                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}

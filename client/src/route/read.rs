@@ -1,0 +1,210 @@
+//! Reads across zones: the key's owner in the home zone first, then the
+//! other zones in fallback order on a miss, error or deadline. A multi-key
+//! read sends one request per owner and only the keys still missing go on
+//! to the next zone. A hit found in another zone is copied home in the
+//! background (read repair, realtime lane only).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, Response, Value};
+
+use super::write::set_as_meta;
+use super::{Kind, Router, Transport};
+use crate::error::Error;
+use crate::lane::Lane;
+use crate::topology::NodeConfig;
+
+/// The result of a multi-key read.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Hits, by key.
+    pub values: HashMap<Bytes, Value>,
+    /// Set when some key got no answer from any zone (every zone tried
+    /// failed): its miss is not a real miss.
+    pub unanswered: Option<Error>,
+    /// Zones asked, in order (for spans).
+    pub zones_tried: usize,
+}
+
+impl Router {
+    /// Multi-key read: keys grouped by owner, one request per owner; only
+    /// the keys still missing go to the next zone, again grouped.
+    pub async fn multi_get<T: Transport>(
+        &self,
+        t: &T,
+        keys: &[Bytes],
+        touch: Option<i32>,
+        lane: Lane,
+    ) -> Found {
+        let mut found = Found::default();
+        let mut missing: Vec<Bytes> = keys.to_vec();
+        missing.sort();
+        missing.dedup();
+        // Keys that some zone answered for (a miss there is a real miss).
+        let mut answered: HashSet<Bytes> = Default::default();
+        let deadline = self.deadline(lane, Kind::Read);
+        for (zi, zone) in self.topology.zones.iter().enumerate() {
+            if missing.is_empty() {
+                break;
+            }
+            found.zones_tried += 1;
+            let mut groups: HashMap<&str, (&NodeConfig, Vec<Bytes>)> = HashMap::new();
+            for k in &missing {
+                let owner = zone.owner(k);
+                groups
+                    .entry(owner.id.as_str())
+                    .or_insert_with(|| (owner, Vec::new()))
+                    .1
+                    .push(k.clone());
+            }
+            let calls = groups.into_values().map(|(node, group)| {
+                let cmd = read_command(group.clone(), touch);
+                async move { (group, t.call(node, &cmd, lane, deadline).await) }
+            });
+            for (group, reply) in join_all(calls).await {
+                match reply {
+                    Ok(Response::Values(values)) => {
+                        answered.extend(group);
+                        for v in values {
+                            if zi > 0 {
+                                self.fallback_hit(t, zi, &v.key, lane);
+                            }
+                            found.values.insert(v.key.clone(), v);
+                        }
+                    }
+                    Ok(_) => {
+                        answered.extend(group);
+                    }
+                    Err(e) => found.unanswered = Some(e),
+                }
+            }
+            missing.retain(|k| !found.values.contains_key(k));
+        }
+        if missing.iter().all(|k| answered.contains(k)) {
+            found.unanswered = None;
+        }
+        found
+    }
+
+    /// A single-key meta read (`mg`): the home owner first, then the other
+    /// zones while it misses.
+    pub async fn meta_read<T: Transport>(
+        &self,
+        t: &T,
+        key: &Bytes,
+        cmd: &Command,
+        lane: Lane,
+    ) -> Result<Response, Error> {
+        let mut last = Err(Error::Timeout);
+        let deadline = self.deadline(lane, Kind::Read);
+        for (zi, zone) in self.topology.zones.iter().enumerate() {
+            let reply = t.call(zone.owner(key), cmd, lane, deadline).await;
+            let hit = matches!(&reply, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
+            if hit {
+                if zi > 0 {
+                    self.fallback_hit(t, zi, key, lane);
+                }
+                return reply;
+            }
+            if reply.is_ok() || last.is_err() {
+                last = reply;
+            }
+        }
+        last
+    }
+
+    /// A read missed at home and hit in zone `zone`: count it, and (read
+    /// repair, realtime lane only) copy the item back to its home owner in
+    /// the background, with flags, remaining TTL and CAS. The copy uses `add`
+    /// semantics, so it never overwrites a newer home copy; when the
+    /// background queue is full it is dropped and counted.
+    fn fallback_hit<T: Transport>(&self, t: &T, zone: usize, key: &Bytes, lane: Lane) {
+        self.zone_stats[zone]
+            .fallback_hits
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.topology.read_repair || lane == Lane::Batch {
+            return;
+        }
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            self.zone_stats[0]
+                .replication_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let source = self.topology.zones[zone].owner(key).clone();
+        let home = self.topology.zones[0].owner(key).clone();
+        let deadline = self.deadline(lane, Kind::Write);
+        let (t, key, stats) = (t.clone(), key.clone(), self.zone_stats.clone());
+        tokio::spawn(async move {
+            if let Some(Command::MetaSet { mut meta, data }) =
+                read_item(&t, &source, &key, deadline).await
+            {
+                meta.flags
+                    .set(b'M', Bytes::from_static(b"E"))
+                    .expect("E is a mode");
+                let copy = Command::MetaSet { meta, data };
+                if let Ok(Response::Meta(m)) = t.call(&home, &copy, Lane::Realtime, deadline).await
+                {
+                    if m.code == MetaCode::Header {
+                        stats[zone].read_repairs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The item on `node` as an `ms` that recreates it elsewhere (same flags,
+/// remaining TTL and CAS).
+pub(super) async fn read_item<T: Transport>(
+    t: &T,
+    node: &NodeConfig,
+    key: &Bytes,
+    deadline: Duration,
+) -> Option<Command> {
+    let mut flags = MetaFlags::default();
+    for f in [b'v', b'f', b't', b'c'] {
+        flags
+            .set(f, Bytes::new())
+            .expect("return flags take no argument");
+    }
+    let cmd = Command::MetaGet(Meta {
+        key: key.clone(),
+        flags,
+    });
+    let Ok(Response::Meta(m)) = t.call(node, &cmd, Lane::Realtime, deadline).await else {
+        return None;
+    };
+    let value = m.value.clone()?;
+    let num = |f: u8| {
+        m.flag(f)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let ttl = num(b't').filter(|t| *t > 0).unwrap_or(0) as i32;
+    Some(set_as_meta(
+        key,
+        value,
+        num(b'f').unwrap_or(0) as u32,
+        ttl,
+        num(b'c').unwrap_or(0) as u64,
+    ))
+}
+
+/// The read of `keys` (with flags and CAS): `gets`, or `gats` when it
+/// also sets a new expiry.
+pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>) -> Command {
+    match touch {
+        Some(exptime) => Command::Gat {
+            exptime,
+            keys,
+            cas: true,
+        },
+        None => Command::Get { keys, cas: true },
+    }
+}

@@ -1,0 +1,83 @@
+//! `stats zones` and `stats peers`: the cluster's figures, served to the
+//! executor's `stats` command through [`StatsGroups`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Cluster, ClusterView};
+use crate::stats::StatsGroups;
+
+impl StatsGroups for Cluster {
+    fn group(&self, name: &[u8]) -> Option<Vec<(String, String)>> {
+        let view = self.current();
+        match name {
+            b"zones" => Some(view.zone_stats()),
+            b"peers" => Some(view.peer_stats()),
+            _ => None,
+        }
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl ClusterView {
+    /// Per peer state, calls, mean latency, in flight, timeouts, errors,
+    /// shed calls and mark-downs.
+    fn peer_stats(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for p in self.peers.sorted() {
+            let id = &p.config.id;
+            let s = &p.stats;
+            let calls = load(&s.calls);
+            let state = if p.is_down() { "down" } else { "up" };
+            out.push((format!("{id}:addr"), p.config.addr.to_string()));
+            out.push((format!("{id}:state"), state.into()));
+            out.push((format!("{id}:calls"), calls.to_string()));
+            out.push((
+                format!("{id}:mean_latency_us"),
+                (load(&s.latency_us) / calls.max(1)).to_string(),
+            ));
+            out.push((format!("{id}:in_flight"), load(&s.in_flight).to_string()));
+            out.push((format!("{id}:timeouts"), load(&s.timeouts).to_string()));
+            out.push((format!("{id}:errors"), load(&s.errors).to_string()));
+            out.push((format!("{id}:shed"), load(&s.shed).to_string()));
+            out.push((format!("{id}:mark_downs"), load(&s.mark_downs).to_string()));
+        }
+        out
+    }
+
+    /// Home zone, policy and background queue; per zone fallbacks, read
+    /// repairs and replication failures.
+    fn zone_stats(&self) -> Vec<(String, String)> {
+        let t = &self.router.topology;
+        let mut out = vec![
+            ("home_zone".to_string(), t.zones[0].name.clone()),
+            (
+                "write_policy".to_string(),
+                t.write_policy.name().to_string(),
+            ),
+            (
+                "replication_queue".to_string(),
+                self.router.background_in_flight().to_string(),
+            ),
+        ];
+        for (z, s) in t.zones.iter().zip(self.router.zone_stats.iter()) {
+            let name = &z.name;
+            out.push((format!("{name}:nodes"), z.nodes.len().to_string()));
+            out.push((
+                format!("{name}:fallback_hits"),
+                load(&s.fallback_hits).to_string(),
+            ));
+            out.push((
+                format!("{name}:read_repairs"),
+                load(&s.read_repairs).to_string(),
+            ));
+            out.push((
+                format!("{name}:replication_failures"),
+                load(&s.replication_failures).to_string(),
+            ));
+        }
+        out
+    }
+}
