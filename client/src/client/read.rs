@@ -201,8 +201,6 @@ impl Client {
         Ok(out)
     }
 
-    /// Sends `cmd` to the key's home owner as a front; when it does not
-
     /// Reads `key` and sets its expiry (get-and-touch).
     pub async fn gat(&self, key: impl AsRef<[u8]>, ttl: u32) -> Result<Option<Bytes>, Error> {
         let key = checked_key(key)?;

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::route::{Kind, Transport};
 
 impl Client {
+    /// Sends `cmd` to the key's home owner as a front; when it does not
     /// answer, to the next nodes of the home zone.
     pub(super) async fn through_front(
         &self,

@@ -15,8 +15,12 @@
 //! uses its pools, a node also runs commands for itself without a hop, and
 //! the tests use an in-memory cluster (`memory.rs`).
 
+#[cfg(test)]
+mod memory;
 mod plan;
 mod read;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::future::Future;

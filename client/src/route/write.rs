@@ -70,29 +70,24 @@ impl Router {
                 drop(tx);
             }
         }
-        let (mut acks, mut failures, mut first_ack) = (0, 0, None);
+        let (mut acks, mut first_ack) = (0, None);
         while let Some((zi, reply)) = rx.recv().await {
             match reply {
                 // A node that answered (even NOT_FOUND, or a client error)
                 // acknowledged; only silence and server errors do not.
-                Err(ref e) if e.is_refusal() => {
-                    acks += 1;
-                    if first_ack.is_none() || zi == 0 {
-                        first_ack = Some(reply);
-                    }
-                }
-                Ok(_) => {
-                    acks += 1;
-                    if first_ack.is_none() || zi == 0 {
-                        first_ack = Some(reply);
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
+                Err(ref e) if !e.is_refusal() => {
                     tracing::debug!(zone = %self.topology.zones[zi].name, error = %e, "copy failed");
                 }
+                _ => {
+                    acks += 1;
+                    if first_ack.is_none() || zi == 0 {
+                        first_ack = Some(reply);
+                    }
+                }
             }
-            if acks >= needed || zones - failures < needed {
+            // A write that cannot meet its policy still hears every zone
+            // (each call has its deadline), so the error counts truly.
+            if acks >= needed {
                 break;
             }
         }

@@ -1,0 +1,218 @@
+//! An in-memory cluster as a [`Transport`], so the router's rules have fast
+//! tests without processes: each node is a map from key to item, a node can
+//! be taken down (its calls fail as a dead node's would), and every call is
+//! recorded so a test can check who was asked what. It answers the commands
+//! the router sends, the way a node does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use zonecache_proto::{Command, MetaCode, MetaResponse, MetaToken, Response, StoreMode, Value};
+
+use super::Transport;
+use crate::error::Error;
+use crate::lane::Lane;
+use crate::topology::NodeConfig;
+
+/// One stored item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub value: Bytes,
+    pub flags: u32,
+    pub cas: u64,
+}
+
+/// One call as the transport saw it: node id and command.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub node: String,
+    pub cmd: Command,
+}
+
+#[derive(Default)]
+struct State {
+    items: HashMap<String, HashMap<Bytes, Item>>,
+    down: HashSet<String>,
+    calls: Vec<Call>,
+    next_cas: u64,
+}
+
+/// Nodes held in memory; clones share them.
+#[derive(Clone, Default)]
+pub struct MemoryCluster {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryCluster {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `value` at `key` on `node` directly (no call recorded).
+    pub fn put(&self, node: &str, key: &str, value: &str) {
+        let mut s = self.state();
+        s.next_cas += 1;
+        let item = Item {
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            flags: 0,
+            cas: s.next_cas,
+        };
+        s.items
+            .entry(node.to_string())
+            .or_default()
+            .insert(Bytes::copy_from_slice(key.as_bytes()), item);
+    }
+
+    /// The item at `key` on `node`.
+    pub fn item(&self, node: &str, key: &str) -> Option<Item> {
+        self.state()
+            .items
+            .get(node)
+            .and_then(|m| m.get(key.as_bytes()))
+            .cloned()
+    }
+
+    /// Makes `node`'s calls fail (`true`) or work again.
+    pub fn set_down(&self, node: &str, down: bool) {
+        let mut s = self.state();
+        if down {
+            s.down.insert(node.to_string());
+        } else {
+            s.down.remove(node);
+        }
+    }
+
+    /// Every call so far, in order; clears the record.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut self.state().calls)
+    }
+
+    fn run(&self, node: &str, cmd: &Command) -> Result<Response, Error> {
+        let mut s = self.state();
+        s.calls.push(Call {
+            node: node.to_string(),
+            cmd: cmd.clone(),
+        });
+        if s.down.contains(node) {
+            return Err(Error::Connection(format!("{node} is down")));
+        }
+        s.next_cas += 1;
+        let next_cas = s.next_cas;
+        let items = s.items.entry(node.to_string()).or_default();
+        Ok(match cmd {
+            Command::Get { keys, cas } | Command::Gat { keys, cas, .. } => Response::Values(
+                keys.iter()
+                    .filter_map(|k| {
+                        items.get(k).map(|i| Value {
+                            key: k.clone(),
+                            flags: i.flags,
+                            data: i.value.clone(),
+                            cas: cas.then_some(i.cas),
+                        })
+                    })
+                    .collect(),
+            ),
+            Command::MetaGet(m) => match items.get(&m.key) {
+                None => meta(MetaCode::Miss, Vec::new(), None),
+                Some(i) => {
+                    let mut flags = Vec::new();
+                    for t in &m.flags.tokens {
+                        let arg = match t.flag {
+                            b'f' => i.flags.to_string(),
+                            b'c' => i.cas.to_string(),
+                            b't' => "-1".to_string(),
+                            _ => continue,
+                        };
+                        flags.push(MetaToken {
+                            flag: t.flag,
+                            arg: Bytes::from(arg),
+                        });
+                    }
+                    let code = if m.flags.value {
+                        MetaCode::Value
+                    } else {
+                        MetaCode::Header
+                    };
+                    meta(code, flags, m.flags.value.then(|| i.value.clone()))
+                }
+            },
+            Command::MetaSet { meta: m, data } => {
+                if m.flags.mode == Some(b'E') && items.contains_key(&m.key) {
+                    return Ok(meta(MetaCode::NotStored, Vec::new(), None));
+                }
+                let item = Item {
+                    value: data.clone(),
+                    flags: m.flags.client_flags.unwrap_or(0),
+                    cas: m.flags.new_cas.unwrap_or(next_cas),
+                };
+                items.insert(m.key.clone(), item);
+                meta(MetaCode::Header, Vec::new(), None)
+            }
+            Command::Store(st) => {
+                let exists = items.contains_key(&st.key);
+                let stores = match st.mode {
+                    StoreMode::Set => true,
+                    StoreMode::Add => !exists,
+                    StoreMode::Replace => exists,
+                    other => unimplemented!("{other:?} is not used by these tests"),
+                };
+                if !stores {
+                    return Ok(Response::NotStored);
+                }
+                let item = Item {
+                    value: st.data.clone(),
+                    flags: st.flags,
+                    cas: next_cas,
+                };
+                items.insert(st.key.clone(), item);
+                Response::Stored
+            }
+            Command::Delete { key, .. } => match items.remove(key) {
+                Some(_) => Response::Deleted,
+                None => Response::NotFound,
+            },
+            Command::Arith {
+                key, delta, incr, ..
+            } => match items.get_mut(key) {
+                None => Response::NotFound,
+                Some(i) => {
+                    let n: u64 = std::str::from_utf8(&i.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let n = if *incr {
+                        n.wrapping_add(*delta)
+                    } else {
+                        n.saturating_sub(*delta)
+                    };
+                    i.value = Bytes::from(n.to_string());
+                    i.cas = next_cas;
+                    Response::Number(n)
+                }
+            },
+            Command::FlushAll { .. } => {
+                items.clear();
+                Response::Ok
+            }
+            other => unimplemented!("{other:?} is not routed by these tests"),
+        })
+    }
+}
+
+fn meta(code: MetaCode, flags: Vec<MetaToken>, value: Option<Bytes>) -> Response {
+    Response::Meta(MetaResponse { code, flags, value })
+}
+
+impl Transport for MemoryCluster {
+    async fn call(
+        &self,
+        node: &NodeConfig,
+        cmd: &Command,
+        _lane: Lane,
+        _deadline: Duration,
+    ) -> Result<Response, Error> {
+        self.run(&node.id, cmd)
+    }
+}

@@ -1,0 +1,255 @@
+//! The router's rules against an in-memory cluster: fallback order, partial
+//! multi-get fallback, write-policy counting, one CAS per write, arbitration.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zonecache_proto::{Command, Response, Store, StoreMode};
+
+use super::memory::MemoryCluster;
+use super::{CasClock, Router};
+use crate::error::Error;
+use crate::lane::Lane;
+use crate::topology::{ClusterConfig, Topology, WritePolicy};
+
+/// Zones a (a1, a2), b (b1, b2), c (c1); home zone a, reads fall back to
+/// c before b; conditional writes are decided in config order a, b, c.
+fn router(policy: WritePolicy) -> Router {
+    let text = r#"
+        fallback = ["c", "b"]
+        [[zones]]
+        name = "a"
+        nodes = [{ id = "a1", addr = "127.0.0.1:1" }, { id = "a2", addr = "127.0.0.1:2" }]
+        [[zones]]
+        name = "b"
+        nodes = [{ id = "b1", addr = "127.0.0.1:3" }, { id = "b2", addr = "127.0.0.1:4" }]
+        [[zones]]
+        name = "c"
+        nodes = [{ id = "c1", addr = "127.0.0.1:5" }]
+    "#;
+    let mut config = ClusterConfig::parse(text).unwrap();
+    config.write_policy = policy;
+    Router::new(Topology::from_config(config, Some("a")).unwrap(), 7)
+}
+
+/// The owner of `key` in zone `zone` (by name).
+fn owner(r: &Router, zone: &str, key: &str) -> String {
+    let z = r.topology.zones.iter().find(|z| z.name == zone).unwrap();
+    z.owner(key.as_bytes()).id.clone()
+}
+
+fn get(keys: &[&str]) -> Command {
+    Command::Get {
+        keys: keys
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+            .collect(),
+        cas: false,
+    }
+}
+
+fn set(key: &str, value: &str) -> Command {
+    Command::Store(Store {
+        mode: StoreMode::Set,
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        flags: 3,
+        exptime: 0,
+        data: Bytes::copy_from_slice(value.as_bytes()),
+        cas_unique: 0,
+        noreply: false,
+    })
+}
+
+fn values(reply: Result<Response, Error>) -> Vec<(String, String)> {
+    match reply {
+        Ok(Response::Values(v)) => v
+            .iter()
+            .map(|v| {
+                let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                (text(&v.key), text(&v.data))
+            })
+            .collect(),
+        other => panic!("not values: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_read_falls_back_in_fallback_order() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    m.put(&owner(&r, "c", "k"), "k", "from c");
+    m.put(&owner(&r, "b", "k"), "k", "from b");
+    let found = values(r.run(&m, get(&["k"]), Lane::Batch).await);
+    assert_eq!(found, [("k".to_string(), "from c".to_string())]);
+    let asked: Vec<String> = m.take_calls().into_iter().map(|c| c.node).collect();
+    assert_eq!(asked, [owner(&r, "a", "k"), owner(&r, "c", "k")]);
+    let zone_c = r.topology.zones.iter().position(|z| z.name == "c").unwrap();
+    let hits = r.zone_stats[zone_c]
+        .fallback_hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(hits, 1);
+}
+
+#[tokio::test]
+async fn a_multi_get_asks_each_owner_once_and_sends_only_missing_keys_on() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let keys: Vec<String> = (0..20).map(|i| format!("key:{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        m.put(&owner(&r, "b", k), k, "b");
+        if i % 2 == 0 {
+            m.put(&owner(&r, "a", k), k, "a");
+        }
+    }
+    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let found = values(r.run(&m, get(&asked), Lane::Batch).await);
+    // Every key, in the order asked, from the first zone that has it.
+    let expected: Vec<(String, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), if i % 2 == 0 { "a" } else { "b" }.to_string()))
+        .collect();
+    assert_eq!(found, expected);
+    let calls = m.take_calls();
+    let zone_of = |node: &str| node[..1].to_string();
+    for zone in ["a", "c", "b"] {
+        let in_zone: Vec<_> = calls.iter().filter(|c| zone_of(&c.node) == zone).collect();
+        let nodes: std::collections::HashSet<&str> =
+            in_zone.iter().map(|c| c.node.as_str()).collect();
+        assert_eq!(
+            nodes.len(),
+            in_zone.len(),
+            "one request per owner in zone {zone}"
+        );
+        let sent: usize = in_zone
+            .iter()
+            .map(|c| match &c.cmd {
+                Command::Get { keys, .. } => keys.len(),
+                other => panic!("{other:?}"),
+            })
+            .sum();
+        // Zone a is asked for all; c and b only for the ten that a missed.
+        assert_eq!(
+            sent,
+            if zone == "a" { 20 } else { 10 },
+            "keys sent to zone {zone}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_write_policy_counts_the_zones_that_acknowledged() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    m.set_down("c1", true);
+    assert_eq!(
+        r.run(&m, set("k", "v"), Lane::Realtime).await,
+        Ok(Response::Stored)
+    );
+    m.set_down(&owner(&r, "b", "k"), true);
+    let failed = r.run(&m, set("k", "v2"), Lane::Realtime).await;
+    assert_eq!(
+        failed,
+        Err(Error::WritePolicy {
+            policy: "all-minus-one",
+            acked: 1,
+            zones: 3
+        })
+    );
+    let (all, m) = (router(WritePolicy::All), MemoryCluster::default());
+    m.set_down("c1", true);
+    let failed = all.run(&m, set("k", "v"), Lane::Realtime).await;
+    assert!(
+        matches!(
+            failed,
+            Err(Error::WritePolicy {
+                acked: 2,
+                zones: 3,
+                ..
+            })
+        ),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_set_carries_one_cas_into_every_zone() {
+    let (r, m) = (router(WritePolicy::All), MemoryCluster::default());
+    assert_eq!(
+        r.run(&m, set("k", "v"), Lane::Realtime).await,
+        Ok(Response::Stored)
+    );
+    let copies: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|z| {
+            m.item(&owner(&r, z, "k"), "k")
+                .expect("a copy in every zone")
+        })
+        .collect();
+    assert!(copies.iter().all(|c| c == &copies[0]), "{copies:?}");
+    assert_eq!(copies[0].flags, 3);
+    assert_eq!(copies[0].cas & 0xff, 7, "the router's CAS tag");
+}
+
+#[tokio::test]
+async fn a_conditional_write_is_decided_by_the_first_zone_that_answers_then_copied() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    for zone in ["a", "b", "c"] {
+        m.put(&owner(&r, zone, "n"), "n", "5");
+    }
+    let incr = || Command::Arith {
+        key: Bytes::from_static(b"n"),
+        delta: 1,
+        incr: true,
+        noreply: false,
+    };
+    assert_eq!(
+        r.run(&m, incr(), Lane::Realtime).await,
+        Ok(Response::Number(6))
+    );
+    let arbiter = m.take_calls()[0].node.clone();
+    assert_eq!(arbiter, owner(&r, "a", "n"), "config order decides");
+    // With zone a's owner down, zone b decides; every live zone agrees.
+    m.set_down(&owner(&r, "a", "n"), true);
+    assert_eq!(
+        r.run(&m, incr(), Lane::Realtime).await,
+        Ok(Response::Number(7))
+    );
+    let b = m.item(&owner(&r, "b", "n"), "n").unwrap();
+    let c = m.item(&owner(&r, "c", "n"), "n").unwrap();
+    assert_eq!(b.value, "7");
+    assert_eq!(b, c, "the arbiter's item (value and CAS) is copied");
+}
+
+#[tokio::test]
+async fn a_hit_in_another_zone_is_repaired_home_without_overwriting() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    m.put(&owner(&r, "c", "k"), "k", "v");
+    values(r.run(&m, get(&["k"]), Lane::Realtime).await);
+    let home = owner(&r, "a", "k");
+    let mut repaired = None;
+    for _ in 0..200 {
+        repaired = m.item(&home, "k");
+        if repaired.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let copy = m.item(&owner(&r, "c", "k"), "k");
+    assert_eq!(repaired, copy, "the copy keeps the value and CAS");
+    // The repair is an add: it never overwrites a newer home copy.
+    let repair = m.take_calls().into_iter().last().unwrap().cmd;
+    assert!(
+        matches!(&repair, Command::MetaSet { meta, .. } if meta.flags.mode == Some(b'E')),
+        "{repair:?}"
+    );
+}
+
+#[test]
+fn cas_clock_is_strictly_increasing_and_tagged() {
+    let clock = CasClock::new(0x1ab);
+    let mut prev = 0;
+    for _ in 0..10_000 {
+        let c = clock.next();
+        assert!(c > prev);
+        assert_eq!(c & 0xff, 0xab);
+        prev = c;
+    }
+}
