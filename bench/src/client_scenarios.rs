@@ -9,8 +9,7 @@
 //!   gets vs a request scope; network requests counted by the nodes;
 //! - `routing`: direct routing vs front routing, same load.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,28 +102,9 @@ fn median_by<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
 
 /// A `stats` value of the node at `addr` (0 when unreadable).
 pub fn node_stat(addr: SocketAddr, name: &str) -> u64 {
-    let read = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"stats\r\n")?;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
-        while !out.ends_with(b"END\r\n") {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    };
-    read()
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-                .and_then(|v| v.trim().parse().ok())
-        })
+    zonecache_tests::stats_at(addr)
+        .get(name)
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 

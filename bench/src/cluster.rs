@@ -5,7 +5,7 @@
 //! while the home owner is hung (SIGSTOP), before and after it is marked down.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,10 +16,11 @@ use serde::Serialize;
 use zonecache_client::Ring;
 
 use crate::load::{self, LoadSpec, Mode, RunResult};
-use crate::procs::{server_binary, Kind, ServerProc};
+use crate::procs::{Kind, ServerProc};
 use crate::report::{self, format_number, median, Table};
 use crate::scenarios::preload;
 use crate::workload::{key_name, Workload};
+use zonecache_tests::{free_port_range, server_binary};
 
 /// A node of the local cluster, as `zonecache local` printed it.
 #[derive(Debug, Clone, Serialize)]
@@ -38,16 +39,6 @@ pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     /// Where the nodes' configs are (clients read the same files).
     pub config_dir: PathBuf,
-}
-
-/// A base port with `count` free ports after it.
-fn free_port_range(count: u16) -> Result<u16, String> {
-    for base in (30_000u16..60_000).step_by(97) {
-        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    Err("no free port range".into())
 }
 
 impl LocalCluster {

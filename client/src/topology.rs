@@ -20,13 +20,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Ring;
 
 /// How many zone copies must acknowledge a write before the caller hears
 /// success; the rest complete in the background.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WritePolicy {
     One,
@@ -89,7 +89,7 @@ fn default_weight() -> u32 {
 }
 
 /// One node as the config names it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Names the node in the config, in stats, and on the ring.
@@ -99,7 +99,7 @@ pub struct NodeConfig {
     /// The node's batch-lane port (`--batch-port`), served with lower
     /// priority and shed first; without it batch traffic uses `addr` on
     /// connections of its own.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_addr: Option<SocketAddr>,
     /// Share of the zone's keys, relative to the other nodes.
     #[serde(default = "default_weight")]
@@ -119,18 +119,18 @@ impl NodeConfig {
 }
 
 /// One zone as the config names it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ZoneConfig {
     pub name: String,
     pub nodes: Vec<NodeConfig>,
 }
 
 /// The file's contents.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The node this file configures; clients leave it out (or ignore it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     #[serde(default = "default_policy")]
     pub write_policy: WritePolicy,
@@ -169,6 +169,48 @@ impl ClusterConfig {
     /// A single-zone cluster of these addresses: a seed list, or stock
     /// memcached servers.
     pub fn single_zone(addrs: &[SocketAddr]) -> ClusterConfig {
+        ClusterConfig::with_zones(vec![ZoneConfig {
+            name: "default".into(),
+            nodes: addrs.iter().map(|a| NodeConfig::at(*a)).collect(),
+        }])
+    }
+
+    /// A cluster of `zones` × `nodes` on loopback, as `zonecache local`,
+    /// the tests and the bench start it: zones `a`, `b`, …, nodes `a1`,
+    /// `a2`, …; realtime ports from `base_port` in that order, then as many
+    /// batch ports after them. Defaults for everything else.
+    pub fn local(zones: usize, nodes: usize, base_port: u16) -> Result<ClusterConfig, String> {
+        const NAMES: &str = "abcdefgh";
+        if zones == 0 || zones > NAMES.len() || nodes == 0 {
+            return Err(format!(
+                "zones must be 1 to {}, nodes at least 1",
+                NAMES.len()
+            ));
+        }
+        let count = zones * nodes;
+        if base_port as usize + 2 * count > 65_536 {
+            return Err("ports beyond 65535: choose a lower base port".into());
+        }
+        let port = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port + i as u16));
+        let zone_list = NAMES[..zones]
+            .chars()
+            .enumerate()
+            .map(|(z, name)| ZoneConfig {
+                name: name.to_string(),
+                nodes: (0..nodes)
+                    .map(|n| NodeConfig {
+                        id: format!("{name}{}", n + 1),
+                        addr: port(z * nodes + n),
+                        batch_addr: Some(port(count + z * nodes + n)),
+                        weight: 1,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(ClusterConfig::with_zones(zone_list))
+    }
+
+    fn with_zones(zones: Vec<ZoneConfig>) -> ClusterConfig {
         ClusterConfig {
             node: None,
             write_policy: default_policy(),
@@ -177,11 +219,17 @@ impl ClusterConfig {
             fallback: Vec::new(),
             read_repair: true,
             batch_deadline_ms: default_batch_ms(),
-            zones: vec![ZoneConfig {
-                name: "default".into(),
-                nodes: addrs.iter().map(|a| NodeConfig::at(*a)).collect(),
-            }],
+            zones,
         }
+    }
+
+    /// The config file for node `node` of this cluster, in TOML.
+    pub fn file_for(&self, node: &str) -> String {
+        let config = ClusterConfig {
+            node: Some(node.to_string()),
+            ..self.clone()
+        };
+        toml::to_string(&config).expect("a cluster config is plain TOML")
     }
 }
 
@@ -397,6 +445,27 @@ mod tests {
         assert!(parse(&unknown).unwrap_err().contains("in no zone"));
         let dup = CONFIG.replace("\"c1\"", "\"a1\"");
         assert!(parse(&dup).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_local_cluster_is_written_and_read_back() {
+        let local = ClusterConfig::local(3, 2, 21000).unwrap();
+        let text = local.file_for("b2");
+        let back = ClusterConfig::parse(&text).unwrap();
+        assert_eq!(back.node.as_deref(), Some("b2"));
+        let ids: Vec<&str> = back
+            .zones
+            .iter()
+            .flat_map(|z| &z.nodes)
+            .map(|n| n.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a1", "a2", "b1", "b2", "c1", "c2"]);
+        let b2 = &back.zones[1].nodes[1];
+        assert_eq!(b2.addr.port(), 21003);
+        assert_eq!(b2.batch_addr.map(|a| a.port()), Some(21009));
+        assert_eq!(back.write_policy, WritePolicy::AllMinusOne);
+        assert!(ClusterConfig::local(9, 1, 1000).is_err());
+        assert!(ClusterConfig::local(3, 2, 65530).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use zonecache_client::{ClusterConfig, NodeConfig, WritePolicy};
 
 #[derive(Parser)]
 #[command(name = "zonecache", about = "Operate a zonecache cluster")]
@@ -43,8 +44,6 @@ enum Cmd {
     },
 }
 
-const ZONE_NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
-
 fn main() -> std::process::ExitCode {
     let (zones, nodes, base_port, memory, write_policy, config_dir) = match Cli::parse().command {
         Cmd::Node(config) => return zonecache_server::node::run_node(config),
@@ -66,28 +65,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The config file for node `me` of a zones × nodes cluster.
-fn cluster_config(zones: usize, nodes: usize, base_port: u16, me: &str, policy: &str) -> String {
-    let mut text = format!("node = \"{me}\"\nwrite_policy = \"{policy}\"\n");
-    for (z, name) in ZONE_NAMES.iter().enumerate().take(zones) {
-        let list: Vec<String> = (0..nodes)
-            .map(|n| {
-                let port = base_port as usize + z * nodes + n;
-                let batch = port + zones * nodes;
-                format!(
-                    "{{ id = \"{name}{}\", addr = \"127.0.0.1:{port}\", batch_addr = \"127.0.0.1:{batch}\" }}",
-                    n + 1
-                )
-            })
-            .collect();
-        text.push_str(&format!(
-            "\n[[zones]]\nname = \"{name}\"\nnodes = [{}]\n",
-            list.join(", ")
-        ));
-    }
-    text
-}
-
 fn local(
     zones: usize,
     nodes: usize,
@@ -96,58 +73,47 @@ fn local(
     policy: &str,
     dir: Option<PathBuf>,
 ) -> Result<(), String> {
-    if zones == 0 || zones > ZONE_NAMES.len() || nodes == 0 {
-        return Err(format!(
-            "zones must be 1 to {}, nodes at least 1",
-            ZONE_NAMES.len()
-        ));
-    }
-    if base_port as usize + 2 * zones * nodes > 65535 {
-        return Err("ports beyond 65535: choose a lower --base-port".into());
-    }
+    let mut config = ClusterConfig::local(zones, nodes, base_port)?;
+    config.write_policy = WritePolicy::from_name(policy)?;
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("zonecache-local-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Every node is this same binary running `zonecache node`.
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut children: Vec<(String, u16, Child)> = Vec::new();
-    for (z, name) in ZONE_NAMES.iter().enumerate().take(zones) {
-        for n in 0..nodes {
-            let id = format!("{name}{}", n + 1);
-            let port = base_port + (z * nodes + n) as u16;
-            let batch_port = port + (zones * nodes) as u16;
-            let path = dir.join(format!("{id}.toml"));
-            std::fs::write(&path, cluster_config(zones, nodes, base_port, &id, policy))
-                .map_err(|e| e.to_string())?;
-            let child = Command::new(&binary)
-                .args([
-                    "node",
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "--batch-port",
-                    &batch_port.to_string(),
-                    "-m",
-                    &memory.to_string(),
-                    "--config",
-                ])
-                .arg(&path)
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("starting {id}: {e}"))?;
-            children.push((id, port, child));
-        }
+    let mut children: Vec<(NodeConfig, Child)> = Vec::new();
+    for node in config.zones.iter().flat_map(|z| &z.nodes) {
+        let path = dir.join(format!("{}.toml", node.id));
+        std::fs::write(&path, config.file_for(&node.id)).map_err(|e| e.to_string())?;
+        let batch_port = node
+            .batch_addr
+            .expect("local nodes have a batch port")
+            .port();
+        let child = Command::new(&binary)
+            .args([
+                "node",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &node.addr.port().to_string(),
+            ])
+            .args(["--batch-port", &batch_port.to_string()])
+            .args(["-m", &memory.to_string(), "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", node.id))?;
+        children.push((node.clone(), child));
     }
     // Wait until every node listens (bounded), then report.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut failed = None;
-    'nodes: for (id, port, child) in &mut children {
-        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+    'nodes: for (node, child) in &mut children {
+        while std::net::TcpStream::connect(node.addr).is_err() {
             if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
                 failed = Some(format!(
-                    "node {id} did not start on port {port} (port taken? try --base-port)"
+                    "node {} did not start on {} (port taken? try --base-port)",
+                    node.id, node.addr
                 ));
                 break 'nodes;
             }
@@ -159,15 +125,21 @@ fn local(
         return Err(e);
     }
     println!("zone  node  address          batch port  pid");
-    for (id, port, child) in &children {
-        println!(
-            "{:<5} {:<5} 127.0.0.1:{:<6} {:<11} {}",
-            &id[..1],
-            id,
-            port,
-            *port as usize + zones * nodes,
-            child.id()
-        );
+    for zone in &config.zones {
+        for node in &zone.nodes {
+            let (_, child) = children
+                .iter()
+                .find(|(n, _)| n.id == node.id)
+                .expect("started");
+            println!(
+                "{:<5} {:<5} {:<16} {:<11} {}",
+                zone.name,
+                node.id,
+                node.addr,
+                node.batch_addr.map_or(0, |a| a.port()),
+                child.id()
+            );
+        }
     }
     println!("configs in {}; Ctrl-C stops every node", dir.display());
     wait_for_ctrl_c();
@@ -176,12 +148,12 @@ fn local(
     Ok(())
 }
 
-fn stop(children: &mut [(String, u16, Child)]) {
-    for (_, _, c) in children.iter_mut() {
+fn stop(children: &mut [(NodeConfig, Child)]) {
+    for (_, c) in children.iter_mut() {
         // SIGTERM for a graceful stop, then wait.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     }
-    for (_, _, c) in children.iter_mut() {
+    for (_, c) in children.iter_mut() {
         let _ = c.wait();
     }
 }

@@ -1,0 +1,179 @@
+//! A multi-zone cluster of real `zonecached` processes on loopback, laid
+//! out by `ClusterConfig::local` as `zonecache local` lays one out, each
+//! node its own process so it can be stopped or killed alone.
+
+use std::path::PathBuf;
+
+use zonecache_client::{ClusterConfig, NodeConfig, WritePolicy};
+
+use crate::conn::Conn;
+use crate::procs::{free_port, free_port_range, Server};
+
+/// One node of a [`TestCluster`].
+pub struct ClusterNode {
+    /// Node id (`a1`, `b2`, …).
+    pub id: String,
+    /// Zone name.
+    pub zone: String,
+    /// The process.
+    pub server: Server,
+}
+
+/// A multi-zone cluster of real `zonecached` processes on loopback.
+pub struct TestCluster {
+    pub nodes: Vec<ClusterNode>,
+    /// What every node's config file says (each names its own `node`).
+    config: ClusterConfig,
+    /// Top-level settings the test asked for, in TOML, over the config's.
+    settings: toml::Table,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts `zones` × `per_zone` nodes with `write_policy` and optional
+    /// top-level config settings in TOML (`"write_deadline_ms = 200"`).
+    pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
+        let base = free_port_range(2 * (zones * per_zone) as u16).expect("free ports");
+        let mut config = ClusterConfig::local(zones, per_zone, base).expect("cluster shape");
+        config.write_policy = WritePolicy::from_name(write_policy).expect("write policy");
+        let dir = std::env::temp_dir().join(format!("zc-cluster-{}-{base}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            config,
+            settings: extra.parse().expect("extra settings are TOML"),
+            dir,
+        };
+        cluster.write_configs();
+        let all: Vec<(String, NodeConfig)> = cluster
+            .config
+            .zones
+            .iter()
+            .flat_map(|z| z.nodes.iter().map(|n| (z.name.clone(), n.clone())))
+            .collect();
+        for (zone, node) in all {
+            cluster.spawn(&zone, &node);
+        }
+        cluster
+    }
+
+    /// The config file of node `id` (clients read the same files).
+    pub fn config_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.toml"))
+    }
+
+    /// Writes every node's config.
+    fn write_configs(&self) {
+        for node in self.config.zones.iter().flat_map(|z| &z.nodes) {
+            let text = self.config.file_for(&node.id);
+            let mut table: toml::Table = text.parse().expect("a config is TOML");
+            table.extend(self.settings.clone());
+            let text = toml::to_string(&table).expect("TOML");
+            std::fs::write(self.config_path(&node.id), text).expect("write config");
+        }
+    }
+
+    fn spawn(&mut self, zone: &str, node: &NodeConfig) {
+        let path = self.config_path(&node.id);
+        let batch = node
+            .batch_addr
+            .expect("test nodes have a batch port")
+            .port();
+        let server = Server::zonecached_on(
+            node.addr.port(),
+            &[
+                "--batch-port",
+                &batch.to_string(),
+                "-m",
+                "16",
+                "-t",
+                "1",
+                "--config",
+                path.to_str().expect("utf-8 path"),
+            ],
+        );
+        self.nodes.push(ClusterNode {
+            id: node.id.clone(),
+            zone: zone.to_string(),
+            server,
+        });
+    }
+
+    /// Adds a node to `zone`: rewrites every config, starts the new node,
+    /// and sends SIGHUP to the others so they reload. Returns its id.
+    pub fn add_node(&mut self, zone: &str) -> String {
+        let (port, batch) = (free_port(), free_port());
+        let entry = self
+            .config
+            .zones
+            .iter_mut()
+            .find(|z| z.name == zone)
+            .expect("zone");
+        let id = format!("{zone}{}", entry.nodes.len() + 1);
+        let node = NodeConfig {
+            id: id.clone(),
+            addr: ([127, 0, 0, 1], port).into(),
+            batch_addr: Some(([127, 0, 0, 1], batch).into()),
+            weight: 1,
+        };
+        entry.nodes.push(node.clone());
+        self.write_configs();
+        self.spawn(zone, &node);
+        for n in &self.nodes {
+            if n.id != id {
+                n.server.signal(libc::SIGHUP);
+            }
+        }
+        id
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> &ClusterNode {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// Mutable access to the node with this id.
+    pub fn node_mut(&mut self, id: &str) -> &mut ClusterNode {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// A connection marked as peer traffic: reads this node's own store only.
+    pub fn local(&self, id: &str) -> Conn {
+        let mut c = self.node(id).server.connect();
+        assert_eq!(c.request(b"zc_peer\r\n"), b"OK\r\n");
+        c
+    }
+
+    /// Node ids of one zone.
+    pub fn zone(&self, zone: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.zone == zone)
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// The ids of the nodes whose own store holds `key`.
+    pub fn holders(&self, key: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.server.is_alive())
+            .filter(|n| {
+                let mut c = self.local(&n.id);
+                c.request(format!("mg {key}\r\n").as_bytes()) == b"HD\r\n"
+            })
+            .map(|n| n.id.clone())
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            // A SIGSTOPped node must be continued to be killed cleanly.
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(n.server.pid() as i32, libc::SIGCONT) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

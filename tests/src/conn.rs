@@ -1,0 +1,101 @@
+//! A blocking connection for byte-level tests: bounded reads, and a sync
+//! marker that tells where the replies to a batch of requests end.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// How long a single reply may take.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A blocking client connection for byte-level tests.
+pub struct Conn {
+    stream: TcpStream,
+    /// Counter making each sync marker unique.
+    sync: u64,
+}
+
+impl Conn {
+    /// Connects with bounded timeouts.
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).expect("connect");
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(REPLY_TIMEOUT))
+            .expect("timeout");
+        let _ = stream.set_nodelay(true);
+        Conn { stream, sync: 0 }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until the accumulated reply ends with `end` (bounded by the timeout).
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while !out.ends_with(end) {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "reading reply: {e}; got so far {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+        out
+    }
+
+    /// A `stats` value. Read without the sync marker, which is itself a read
+    /// and would show in read counters.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send(b"stats\r\n");
+        let reply = String::from_utf8_lossy(&self.read_until(b"END\r\n")).to_string();
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
+    /// Sends `bytes` then a sync marker (a meta miss with a unique opaque,
+    /// which no step can produce by itself), and returns everything before
+    /// the marker's reply.
+    pub fn request(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.sync += 1;
+        let marker = format!("EN Ozcsync{}\r\n", self.sync);
+        self.send(bytes);
+        self.send(format!("mg zc:sync:marker Ozcsync{}\r\n", self.sync).as_bytes());
+        let mut out = self.read_until(marker.as_bytes());
+        out.truncate(out.len().saturating_sub(marker.len()));
+        out
+    }
+
+    /// Half-closes and reads everything until the server closes.
+    pub fn finish(mut self) -> Vec<u8> {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.read_to_close()
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!(
+                    "waiting for close: {e}; got {:?}",
+                    String::from_utf8_lossy(&out)
+                ),
+            }
+        }
+    }
+}
