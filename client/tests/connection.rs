@@ -91,9 +91,8 @@ async fn a_hung_node_times_out_and_a_dead_one_fails_fast() {
     let conn = Connection::connect(server.addr, DEADLINE, 16)
         .await
         .expect("connect");
-    let pid = server.pid() as i32;
     // SIGSTOP: the node accepts bytes but never answers.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    server.signal(libc::SIGSTOP);
     let started = std::time::Instant::now();
     assert_eq!(
         conn.call(&get("k"), Duration::from_millis(100)).await,
@@ -103,10 +102,9 @@ async fn a_hung_node_times_out_and_a_dead_one_fails_fast() {
         started.elapsed() < Duration::from_secs(5),
         "the deadline bounds the wait"
     );
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    server.signal(libc::SIGCONT);
     // Killed: calls fail with a connection error instead of hanging.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGKILL);
     let outcome = conn.call(&get("k"), DEADLINE).await;
     assert!(matches!(outcome, Err(Error::Connection(_))), "{outcome:?}");
     assert!(!server.is_running());
@@ -118,8 +116,7 @@ async fn in_flight_is_bounded() {
     let conn = Connection::connect(server.addr, DEADLINE, 1)
         .await
         .expect("connect");
-    let pid = server.pid() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    server.signal(libc::SIGSTOP);
     let first = {
         let c = conn.clone();
         tokio::spawn(async move { c.call(&get("a"), Duration::from_millis(500)).await })
@@ -127,5 +124,5 @@ async fn in_flight_is_bounded() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(conn.call(&get("b"), DEADLINE).await, Err(Error::Busy));
     assert_eq!(first.await.expect("task"), Err(Error::Timeout));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    server.signal(libc::SIGCONT);
 }

@@ -295,10 +295,23 @@ impl Server {
             .unwrap_or(false)
     }
 
-    /// Sends a signal (SIGSTOP, SIGCONT, SIGKILL, …).
+    /// Sends a signal (SIGSTOP, SIGCONT, SIGKILL, …). For SIGSTOP and
+    /// SIGKILL it returns once the signal has taken effect (every thread
+    /// stopped, or the process dead; bounded): `kill` returns before a
+    /// thread running on another core has stopped, and a "hung" node that
+    /// still answers its next request makes a test fail at random.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(self.pid() as i32, signal) };
+        let done = match signal {
+            libc::SIGSTOP => |states: &[char]| states.iter().all(|s| matches!(s, 'T' | 't')),
+            libc::SIGKILL => |states: &[char]| states.iter().all(|s| matches!(s, 'Z' | 'X')),
+            _ => return,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline && !done(&thread_states(self.pid())) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// A new blocking connection with reply timeouts.
@@ -311,6 +324,18 @@ impl Server {
     pub fn request(&self, bytes: &[u8], end: &[u8]) -> Vec<u8> {
         request_at(self.addr, bytes, end)
     }
+}
+
+/// The scheduler state (`R`, `S`, `T`, `Z`, …) of every thread of `pid`;
+/// empty once the process is gone.
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| stat.rsplit_once(") ")?.1.chars().next())
+        .collect()
 }
 
 impl Drop for Server {
