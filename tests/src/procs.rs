@@ -3,7 +3,7 @@
 //! (never a stale one), and `zonecached` or stock `memcached` started on
 //! them, killed when dropped, with their CPU time, RSS and `stats` readable.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,42 +16,66 @@ use crate::conn::Conn;
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Ports handed out by this process so far.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+/// Lock files of the ports this process has claimed, held until it exits.
+static CLAIMED: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+
+/// Claims `port` against every process on this machine that uses this
+/// harness (test binaries and doc tests run in parallel, each a process of
+/// its own): an exclusive `flock` on a file named after the port, held
+/// until this process exits. False when another claim holds it.
+fn claim(port: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("zonecache-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+    true
+}
 
 /// A free loopback port (the OS picks it; we release it for the server).
-/// Never the same port twice in one process: tests run in parallel, and a
-/// port handed to one test's server but not yet bound must not be handed
-/// to another's (its server would fail to bind while the first test talked
-/// to the wrong process).
+/// Never one that another test — in this process or another — was given:
+/// a port handed to one test's server but not yet bound must not go to
+/// another's (its server would fail to bind while the first test talked to
+/// the wrong process).
 pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.insert(port) {
+        if claim(port) {
             return port;
         }
     }
 }
 
 /// The first of `count` consecutive free loopback ports (a cluster laid out
-/// by `ClusterConfig::local`), none handed out before by this process.
+/// by `ClusterConfig::local`), claimed like [`free_port`]'s.
 pub fn free_port_range(count: u16) -> Result<u16, String> {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    // Below Linux's ephemeral range, so outgoing connections do not take them.
-    for base in (20_000u16..32_000).step_by(usize::from(count.max(1)) + 7) {
+    // Below Linux's ephemeral range, so outgoing connections do not take
+    // them; each process starts its search elsewhere.
+    const LOW: u16 = 20_000;
+    const SPAN: u32 = 12_000;
+    let step = u32::from(count.max(1)) + 3;
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for i in 0..SPAN / step {
+        let base = LOW + ((start + i * step) % (SPAN - step)) as u16;
         let ports = base..base + count;
-        if ports.clone().any(|p| handed_out.contains(&p)) {
-            continue;
-        }
-        if ports
+        let free = ports
             .clone()
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            handed_out.extend(ports);
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free && ports.clone().all(claim) {
             return Ok(base);
         }
     }
