@@ -118,9 +118,7 @@ impl Error {
             Response::ClientError(m) => {
                 Err(Error::Client(String::from_utf8_lossy(&m).into_owned()))
             }
-            // The node's load-shedding reply (`net` sends it); the one place
-            // its wording is read.
-            Response::ServerError(m) if m.starts_with(b"busy") => {
+            Response::ServerError(m) if zonecache_proto::is_shed_message(&m) => {
                 Err(Error::Shed(String::from_utf8_lossy(&m).into_owned()))
             }
             Response::ServerError(m) => {
@@ -128,5 +126,23 @@ impl Error {
             }
             other => Ok(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_shed_reply_is_a_shed_error() {
+        let reply = Response::ServerError(zonecache_proto::BATCH_SHED_MESSAGE.into());
+        let error = Error::from_reply(reply).unwrap_err();
+        assert!(error.is_shed(), "{error:?}");
+        assert_eq!(
+            Error::from_reply(Response::Error),
+            Err(Error::UnknownCommand)
+        );
+        let other = Error::from_reply(Response::ServerError("out of memory".into())).unwrap_err();
+        assert!(!other.is_shed());
     }
 }

@@ -7,6 +7,16 @@ use crate::meta::MetaToken;
 use crate::number::{parse_u32, parse_u64, push_u64};
 use crate::request::{ErrorKind, ErrorReply};
 
+/// The message of the `SERVER_ERROR` a zonecache node answers when it sheds
+/// a batch-lane request for load.
+pub const BATCH_SHED_MESSAGE: &str = "busy: batch lane shed under load, retry later";
+
+/// Whether a `SERVER_ERROR` message says the node shed the request for load
+/// (it starts with `busy`), so the caller should retry later or elsewhere.
+pub fn is_shed_message(message: &[u8]) -> bool {
+    message.starts_with(b"busy")
+}
+
 /// One item in a `VALUE … END` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value {

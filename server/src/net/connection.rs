@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use zonecache_client::Lane;
-use zonecache_proto::{Command, RequestParser, Response};
+use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
 
 use super::{Front, HIGH_WATER};
 use crate::cluster::is_local;
@@ -83,8 +83,7 @@ pub async fn serve(
             if lane == Lane::Batch && data && starved(&front) {
                 front.exec.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
                 if !cmd.noreply() {
-                    Response::ServerError("busy: batch lane shed under load, retry later".into())
-                        .encode(&mut wbuf);
+                    Response::ServerError(BATCH_SHED_MESSAGE.into()).encode(&mut wbuf);
                 }
                 continue;
             }
