@@ -78,8 +78,11 @@ pub fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).map(|v| v as u32)
 }
 
-/// memcached's `safe_strtol` into an `int32_t`: refuses values above
-/// `INT_MAX`, and (like memcached) truncates values below `INT_MIN`.
+/// memcached's `safe_strtol` into an `int32_t`: parsed as a `long`
+/// (64-bit; refused on overflow, as `strtol` sets `ERANGE`) and then
+/// truncated to 32 bits, as memcached 1.6.18 does for exptime, data lengths
+/// and meta `T`/`N`/`R`: `2147483648` is `-2147483648` (already expired),
+/// `4294967297` is `1`.
 pub fn parse_i32(s: &[u8]) -> Option<i32> {
     let n = scan(s)?;
     if n.overflow {
@@ -96,9 +99,6 @@ pub fn parse_i32(s: &[u8]) -> Option<i32> {
         }
         n.magnitude as i64
     };
-    if value > i64::from(i32::MAX) {
-        return None;
-    }
     Some(value as i32)
 }
 
@@ -156,7 +156,10 @@ mod tests {
     fn i32_like_safe_strtol() {
         assert_eq!(parse_i32(b"-1"), Some(-1));
         assert_eq!(parse_i32(b"2147483647"), Some(i32::MAX));
-        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"4294967297"), Some(1));
+        assert_eq!(parse_i32(b"-2147483649"), Some(i32::MAX));
+        assert_eq!(parse_i32(b"9223372036854775808"), None);
         assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN));
         assert_eq!(parse_i32(b"99999999999999999999"), None);
         assert_eq!(parse_i32(b"abc"), None);

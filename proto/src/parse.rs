@@ -244,8 +244,18 @@ impl RequestParser {
             return Some(Command::Invalid(ErrorReply::error()));
         }
         let noreply = tokens.noreply(text);
-        let invalid = |buf: &mut BytesMut| {
+        // The data block's length, when the line says one a client can send.
+        let data_len = parse_i32(tokens.get(text, 4))
+            .filter(|v| (0..=i32::MAX - 2).contains(v))
+            .map(|v| v as usize);
+        // A malformed line whose data length is known has its data block
+        // swallowed: the block is never read as a command (memcached reads
+        // it as one; tests/ACCEPTED_DIFFERENCES.md, 8).
+        let mut invalid = |buf: &mut BytesMut| {
             buf.advance(line.consumed);
+            if let Some(len) = data_len {
+                self.swallow = len + 2;
+            }
             Some(Command::Invalid(ErrorReply::client(BAD_FORMAT, noreply)))
         };
         if tokens.get(text, 1).len() > KEY_MAX_LENGTH {
@@ -254,7 +264,7 @@ impl RequestParser {
         let (Some(flags), Some(exptime), Some(vlen)) = (
             parse_u32(tokens.get(text, 2)),
             parse_i32(tokens.get(text, 3)),
-            parse_i32(tokens.get(text, 4)),
+            data_len,
         ) else {
             return invalid(buf);
         };
@@ -265,10 +275,6 @@ impl RequestParser {
                 None => return invalid(buf),
             }
         }
-        if !(0..=i32::MAX - 2).contains(&vlen) {
-            return invalid(buf);
-        }
-        let vlen = vlen as usize;
         let key_len = tokens.get(text, 1).len();
         if !self.config.item_fits(key_len, flags, vlen) {
             let key = Bytes::copy_from_slice(tokens.get(text, 1));

@@ -172,6 +172,34 @@ fn storage_commands() {
 }
 
 #[test]
+fn a_data_block_is_never_read_as_a_command() {
+    // Malformed lines whose data length is known: the block is swallowed,
+    // whatever it holds, and the next line is the next command.
+    let long_key = format!("set {} 0 0 9\r\nflush_all\r\nmn\r\n", "k".repeat(251));
+    for input in [
+        &b"set k x 0 9\r\nflush_all\r\nmn\r\n"[..],
+        b"set k 0 99999999999999999999 9\r\nflush_all\r\nmn\r\n",
+        b"cas k 0 0 9 abc\r\nflush_all\r\nmn\r\n",
+        long_key.as_bytes(),
+    ] {
+        let (cmds, rest) = parse_all(input);
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        assert_eq!(
+            error_bytes(&cmds[0]),
+            b"CLIENT_ERROR bad command line format\r\n"
+        );
+        assert_eq!(cmds[1], Command::MetaNoop);
+        assert!(rest.is_empty());
+    }
+    // Exptimes beyond 32 bits are truncated as memcached does, not refused.
+    let (cmds, _) = parse_all(b"set k 0 2147483648 9\r\nflush_all\r\n");
+    assert!(
+        matches!(&cmds[..], [Command::Store(s)] if s.exptime == i32::MIN && &s.data[..] == b"flush_all"),
+        "{cmds:?}"
+    );
+}
+
+#[test]
 fn storage_errors_match_memcached() {
     assert_eq!(err(b"set k 0 0\r\n"), b"ERROR\r\n");
     assert_eq!(err(b"set k 0 0 1 noreply extra\r\n"), b"ERROR\r\n");
@@ -199,8 +227,14 @@ fn storage_errors_match_memcached() {
         err(b"set k 0 0 -1\r\n"),
         b"CLIENT_ERROR bad command line format\r\n"
     );
+    // A length beyond 32 bits is truncated as memcached's safe_strtol does
+    // (here to 1,215,752,191 bytes: too large); beyond 64 bits it is refused.
+    assert!(matches!(
+        one(b"set k 0 0 99999999999\r\n"),
+        Command::TooLarge { .. }
+    ));
     assert_eq!(
-        err(b"set k 0 0 99999999999\r\n"),
+        err(b"set k 0 0 99999999999999999999\r\n"),
         b"CLIENT_ERROR bad command line format\r\n"
     );
     assert_eq!(

@@ -195,6 +195,23 @@ pub fn cases() -> Vec<Case> {
                 "shutdown\r\n",
             ],
         ),
+        // ---- numbers beyond 32 bits: memcached truncates them ----
+        lines(
+            "exptime, length and meta TTLs beyond 32 bits",
+            &[
+                "set keep 0 0 1\r\nx\r\n",
+                "set k 0 2147483648 9\r\nflush_all\r\n",
+                "get keep k\r\n",
+                "set far 0 -2147483649 2\r\nab\r\n",
+                "get far\r\n",
+                "set wrap 0 0 4294967298\r\nab\r\n",
+                "get wrap\r\n",
+                "touch keep 4294967396\r\n",
+                "mg keep t v\r\n",
+                "ms meta 2 T4294967396\r\nab\r\n",
+                "mg meta t v\r\n",
+            ],
+        ),
         // ---- expiry ----
         case(
             "expiry boundaries",
@@ -362,13 +379,9 @@ pub fn cases() -> Vec<Case> {
                 "incr a\r\n",
                 "SET a 0 0 1\r\n",
                 "set a 0 0 abc\r\nhello\r\n",
-                "set a abc 0 1\r\nx\r\n",
-                "set a 0 abc 1\r\nx\r\n",
-                "set a -1 0 1\r\nx\r\n",
                 "set a 0 0 -1\r\nx\r\n",
                 "set a 0 0 99999999999999999999\r\nx\r\n",
                 "set a 0 0 2147483647\r\n",
-                "cas a 0 0 1 abc\r\nx\r\n",
                 "set a 0 0 abc noreply\r\nhello\r\n",
             ],
         ),
@@ -445,7 +458,6 @@ fn key_length_case() -> Case {
         &[
             &format!("set {k250} 0 0 1\r\n1\r\n"),
             &format!("get {k250}\r\n"),
-            &format!("set {k251} 0 0 1\r\n1\r\n"),
             &format!("get {k251}\r\n"),
             &format!("get a {k251}\r\n"),
             &format!("touch {k251} 1\r\n"),

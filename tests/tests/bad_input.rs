@@ -165,3 +165,40 @@ fn bad_input_cannot_hurt_the_node() {
     }
     eprintln!("RSS after bad input: {rss_mb} MiB (limit {LIMIT_MB} MiB)");
 }
+
+/// A data block is never read as a command, whatever its command line said
+/// (tests/ACCEPTED_DIFFERENCES.md, 8: memcached runs it as one here). The
+/// blocks below hold `flush_all`; `keep` must survive every one of them, on
+/// a single node and through a cluster front.
+#[test]
+fn a_data_block_is_never_run_as_a_command() {
+    let long_key = "k".repeat(251);
+    let malformed = [
+        "set k x 0 9\r\nflush_all\r\n".to_string(),
+        "set k -1 0 9\r\nflush_all\r\n".to_string(),
+        "set k 0 x 9\r\nflush_all\r\n".to_string(),
+        "set k 0 99999999999999999999 9\r\nflush_all\r\n".to_string(),
+        "cas k 0 0 9 x\r\nflush_all\r\n".to_string(),
+        format!("set {long_key} 0 0 9\r\nflush_all\r\n"),
+        "set k 0 2147483648 9\r\nflush_all\r\n".to_string(),
+    ];
+    let single = Server::zonecached(&[]);
+    let cluster = zonecache_tests::TestCluster::start(2, 1, "all", "");
+    for server in [&single, &cluster.node("a1").server] {
+        let mut c = server.connect();
+        assert_eq!(c.request(b"set keep 0 0 4\r\nsafe\r\n"), b"STORED\r\n");
+        for line in &malformed {
+            let reply = c.request(line.as_bytes());
+            assert!(
+                reply == b"CLIENT_ERROR bad command line format\r\n" || reply == b"STORED\r\n",
+                "{line:?} -> {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+            assert_eq!(
+                c.request(b"get keep\r\n"),
+                b"VALUE keep 0 4\r\nsafe\r\nEND\r\n",
+                "after {line:?}"
+            );
+        }
+    }
+}
