@@ -28,5 +28,5 @@ pub use parse::{Fatal, ParserConfig, RequestParser, KEY_MAX_LENGTH, MAX_LINE_WIT
 pub use request::{Command, ErrorKind, ErrorReply, Meta, Store, StoreMode};
 pub use response::{
     is_shed_message, parse_response, push_value, MetaCode, MetaResponse, Response, ResponseError,
-    Value, BATCH_SHED_MESSAGE,
+    Value, BATCH_SHED_MESSAGE, TOO_LARGE_MESSAGE,
 };

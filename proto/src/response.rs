@@ -7,6 +7,9 @@ use crate::meta::MetaToken;
 use crate::number::{parse_u32, parse_u64, push_u64};
 use crate::request::{ErrorKind, ErrorReply};
 
+/// memcached's `SERVER_ERROR` message for a value over the item size limit.
+pub const TOO_LARGE_MESSAGE: &str = "object too large for cache";
+
 /// The message of the `SERVER_ERROR` a zonecache node answers when it sheds
 /// a batch-lane request for load.
 pub const BATCH_SHED_MESSAGE: &str = "busy: batch lane shed under load, retry later";

@@ -204,6 +204,34 @@ fn write_policies_with_a_zone_down() {
     }
 }
 
+/// memcached drops the old value of a store it rejects as too large; the
+/// cluster drops it in every zone, so no front serves (or repairs) it.
+#[test]
+fn a_store_rejected_as_too_large_leaves_no_old_value_anywhere() {
+    let cluster = TestCluster::start(3, 1, "all", "");
+    let mut c = cluster.node("a1").server.connect();
+    assert_eq!(c.request(b"set k 0 0 3\r\nold\r\n"), b"STORED\r\n");
+    assert_eq!(cluster.holders("k").len(), 3);
+    let big = vec![b'x'; 2 << 20];
+    let mut request = format!("set k 0 0 {}\r\n", big.len()).into_bytes();
+    request.extend_from_slice(&big);
+    request.extend_from_slice(b"\r\n");
+    assert_eq!(
+        c.request(&request),
+        b"SERVER_ERROR object too large for cache\r\n"
+    );
+    assert!(
+        cluster.holders("k").is_empty(),
+        "{:?}",
+        cluster.holders("k")
+    );
+    for front in ["a1", "b1", "c1"] {
+        let mut f = cluster.node(front).server.connect();
+        assert_eq!(f.request(b"get k\r\n"), b"END\r\n", "through {front}");
+    }
+    assert_eq!(c.stat("store_too_large"), 1);
+}
+
 #[test]
 fn concurrent_add_and_incr_through_different_zones_converge() {
     let cluster = TestCluster::start(3, 2, "all", "");

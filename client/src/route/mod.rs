@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use zonecache_proto::{Command, Response};
+use zonecache_proto::{Command, Response, TOO_LARGE_MESSAGE};
 
 use crate::error::Error;
 use crate::lane::Lane;
@@ -164,6 +164,19 @@ impl Router {
             Route::MetaRead => self.meta_read(t, &key_of(&cmd), &cmd, lane).await,
             Route::FanOut { stamp } => {
                 let key = key_of(&cmd);
+                if let Command::TooLarge { .. } = cmd {
+                    // Rejected: drop the old value in every zone, then say
+                    // why (or that the cluster could not drop it everywhere).
+                    let delete = Command::Delete {
+                        key: key.clone(),
+                        noreply: false,
+                    };
+                    let message = Bytes::from_static(TOO_LARGE_MESSAGE.as_bytes());
+                    return self
+                        .fan_out(t, &key, delete, lane)
+                        .await
+                        .map(|_| Response::ServerError(message));
+                }
                 // Stock memcached (a one-zone cluster) may not know `E`; with
                 // one zone there is no other copy to agree with anyway.
                 if !stamp || self.topology.zones.len() < 2 {
@@ -207,9 +220,10 @@ impl Router {
 fn key_of(cmd: &Command) -> Bytes {
     match cmd {
         Command::Store(s) => s.key.clone(),
-        Command::Arith { key, .. } | Command::Touch { key, .. } | Command::Delete { key, .. } => {
-            key.clone()
-        }
+        Command::Arith { key, .. }
+        | Command::Touch { key, .. }
+        | Command::Delete { key, .. }
+        | Command::TooLarge { key, .. } => key.clone(),
         Command::MetaSet { meta, .. }
         | Command::MetaArith(meta)
         | Command::MetaDelete(meta)

@@ -15,7 +15,9 @@ pub enum Route {
     /// A plain write (`set`, `ms` in set mode, `delete`, `touch`, plain
     /// `md`): to the owner in every zone at once, acknowledged per the write
     /// policy. `stamp`: the write gets one cluster-wide CAS first, so every
-    /// zone's copy has the same one (a text `set` travels as `ms … E`).
+    /// zone's copy has the same one (a text `set` travels as `ms … E`). A
+    /// `set`/`ms` rejected as too large travels as a delete: memcached drops
+    /// the old value of a store it rejects, so no zone may keep it.
     FanOut { stamp: bool },
     /// A conditional write (`add`, `replace`, `append`, `prepend`, `cas`,
     /// `incr`, `decr`, `ma`, `ms` with a mode or `C`, `md` with `C`/`I`/`x`):
@@ -52,6 +54,10 @@ pub fn plan(cmd: &Command) -> Route {
         | Command::Arith { .. }
         | Command::MetaSet { .. }
         | Command::MetaArith(_) => Route::Arbitrate { deletes: false },
+        Command::TooLarge {
+            remove_existing: true,
+            ..
+        } => Route::FanOut { stamp: false },
         Command::FlushAll { .. } => Route::Everywhere,
         Command::Version
         | Command::Verbosity { .. }
@@ -98,6 +104,13 @@ mod tests {
         assert_eq!(route("delete a\r\n"), Route::FanOut { stamp: false });
         assert_eq!(route("touch a 5\r\n"), Route::FanOut { stamp: false });
         assert_eq!(route("md a q\r\n"), Route::FanOut { stamp: false });
+        let too_large = format!("set a 0 0 {}\r\n", 2 << 20);
+        assert_eq!(route(&too_large), Route::FanOut { stamp: false });
+        let add_too_large = format!("add a 0 0 {}\r\n", 2 << 20);
+        assert!(
+            route(&add_too_large).is_local(),
+            "memcached keeps the old value"
+        );
     }
 
     #[test]

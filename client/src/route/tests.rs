@@ -253,3 +253,24 @@ fn cas_clock_is_strictly_increasing_and_tagged() {
         prev = c;
     }
 }
+
+#[tokio::test]
+async fn a_store_rejected_as_too_large_drops_the_old_value_in_every_zone() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    for zone in ["a", "b", "c"] {
+        m.put(&owner(&r, zone, "k"), "k", "old");
+    }
+    let rejected = Command::TooLarge {
+        key: Bytes::from_static(b"k"),
+        remove_existing: true,
+        noreply: false,
+    };
+    let reply = r.run(&m, rejected, Lane::Realtime).await;
+    assert_eq!(
+        reply,
+        Ok(Response::ServerError("object too large for cache".into()))
+    );
+    for zone in ["a", "b", "c"] {
+        assert_eq!(m.item(&owner(&r, zone, "k"), "k"), None, "zone {zone}");
+    }
+}

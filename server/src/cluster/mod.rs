@@ -78,6 +78,14 @@ impl ClusterView {
 
     /// Routes a client's command (one the plan does not keep local).
     pub async fn serve(&self, exec: &Arc<Executor>, cmd: Command, lane: Lane) -> Reply {
+        if let Command::TooLarge { .. } = cmd {
+            // Counted where it was refused, as on a single node.
+            let mut counters = ConnCounters {
+                store_too_large: 1,
+                ..ConnCounters::default()
+            };
+            exec.stats.absorb(&mut counters);
+        }
         let (silence, cmd) = Silence::take(cmd);
         let hop = LocalHop {
             me: self.me.id.as_str().into(),

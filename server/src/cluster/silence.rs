@@ -63,6 +63,18 @@ impl Silence {
                     noreply: false,
                 },
             ),
+            Command::TooLarge {
+                key,
+                remove_existing,
+                noreply: true,
+            } => (
+                Silence::NoReply,
+                Command::TooLarge {
+                    key,
+                    remove_existing,
+                    noreply: false,
+                },
+            ),
             Command::FlushAll {
                 delay,
                 noreply: true,

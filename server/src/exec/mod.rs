@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use zonecache_proto::{push_value, Command, Response, Store, StoreMode, Value};
+use zonecache_proto::{push_value, Command, Response, Store, StoreMode, Value, TOO_LARGE_MESSAGE};
 
 use crate::stats::{self, ConnCounters, ConnRegistry, ServerStats, Settings, StatsGroups};
 use crate::store::{
@@ -193,7 +193,7 @@ impl Executor {
                     self.storage.delete(&key, &DeleteRequest::default());
                 }
                 (
-                    Response::ServerError(Bytes::from_static(b"object too large for cache")),
+                    Response::ServerError(Bytes::from_static(TOO_LARGE_MESSAGE.as_bytes())),
                     noreply,
                 )
             }
