@@ -335,6 +335,17 @@ impl Command {
         }
     }
 
+    /// A multi-key read (`get`/`gets`/`gat`/`gats`) as its keys, the new
+    /// expiry it sets (`gat`) and whether it shows CAS; `None` for any other
+    /// command.
+    pub fn as_multi_read(&self) -> Option<(&[Bytes], Option<i32>, bool)> {
+        match self {
+            Command::Get { keys, cas } => Some((keys, None, *cas)),
+            Command::Gat { exptime, keys, cas } => Some((keys, Some(*exptime), *cas)),
+            _ => None,
+        }
+    }
+
     /// Whether the client asked for no reply to this command.
     pub fn noreply(&self) -> bool {
         match self {

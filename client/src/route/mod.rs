@@ -142,11 +142,9 @@ impl Router {
     ) -> Result<Response, Error> {
         match plan(&cmd) {
             Route::MultiRead => {
-                let (keys, touch, cas) = match &cmd {
-                    Command::Get { keys, cas } => (keys, None, *cas),
-                    Command::Gat { exptime, keys, cas } => (keys, Some(*exptime), *cas),
-                    _ => unreachable!("plan gives MultiRead to get and gat only"),
-                };
+                let (keys, touch, cas) = cmd
+                    .as_multi_read()
+                    .expect("plan gives MultiRead to get and gat only");
                 let found = self.multi_get(t, keys, touch, lane).await;
                 // In the order asked, each key as often as asked.
                 let values = keys

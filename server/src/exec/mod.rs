@@ -64,27 +64,13 @@ impl MultiRead<'_> {
     /// The read `cmd` is, counted as memcached counts it; `None` for any
     /// other command.
     pub fn of<'a>(cmd: &'a Command, counters: &mut ConnCounters) -> Option<MultiRead<'a>> {
-        let read = match cmd {
-            Command::Get { keys, cas } => {
-                counters.cmd_get += keys.len() as u64;
-                MultiRead {
-                    keys,
-                    touch: None,
-                    cas: *cas,
-                }
-            }
-            Command::Gat { exptime, keys, cas } => {
-                counters.cmd_touch += keys.len() as u64;
-                MultiRead {
-                    keys,
-                    touch: Some(*exptime),
-                    cas: *cas,
-                }
-            }
-            _ => return None,
-        };
+        let (keys, touch, cas) = cmd.as_multi_read()?;
+        match touch {
+            None => counters.cmd_get += keys.len() as u64,
+            Some(_) => counters.cmd_touch += keys.len() as u64,
+        }
         counters.read_requests += 1;
-        Some(read)
+        Some(MultiRead { keys, touch, cas })
     }
 }
 
