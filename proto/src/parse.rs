@@ -402,10 +402,12 @@ impl RequestParser {
             return self.parse_meta(text, tokens);
         }
         match name {
-            b"get" | b"gets" | b"bget" | b"gat" | b"gats" => {
+            b"get" | b"gets" | b"bget" | b"gat" | b"gats" | b"zc_gets" | b"zc_gats" => {
                 if n < 2 {
                     return error;
                 }
+                let versioned = name.starts_with(b"zc_");
+                let name = if versioned { &name[3..] } else { name };
                 let touch = name.starts_with(b"gat");
                 let cas = name.ends_with(b"s");
                 let mut first_key = 1;
@@ -433,7 +435,12 @@ impl RequestParser {
                 if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
                     return Command::Invalid(ErrorReply::client(BAD_FORMAT, false));
                 }
-                if touch {
+                if versioned {
+                    Command::VersionedGet {
+                        keys,
+                        touch: touch.then_some(exptime),
+                    }
+                } else if touch {
                     Command::Gat { exptime, keys, cas }
                 } else {
                     Command::Get { keys, cas }

@@ -130,6 +130,15 @@ pub enum Command {
         /// `gats`: include the CAS unique.
         cas: bool,
     },
+    /// `zc_gets <key>*` / `zc_gats <exptime> <key>*`: a peer's read that
+    /// compares versions. Like `gets`/`gats`, but a key deleted at a known
+    /// version answers with its tombstone (see [`Response::Versioned`]).
+    VersionedGet {
+        /// Keys in request order.
+        keys: Vec<Bytes>,
+        /// New expiry for every key found (`zc_gats`).
+        touch: Option<i32>,
+    },
     /// `set`/`add`/`replace`/`append`/`prepend`/`cas`.
     Store(Store),
     /// `incr`/`decr`.
@@ -248,6 +257,14 @@ impl Command {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
             }
+            Command::VersionedGet { keys, touch } => match touch {
+                Some(exptime) => {
+                    out.extend_from_slice(b"zc_gats ");
+                    push_i64(out, i64::from(*exptime));
+                    push_key_line(out, "", keys);
+                }
+                None => push_key_line(out, "zc_gets", keys),
+            },
             Command::Gat { exptime, keys, cas } => {
                 out.extend_from_slice(if *cas { b"gats " } else { b"gat " });
                 push_i64(out, i64::from(*exptime));

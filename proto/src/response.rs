@@ -99,6 +99,15 @@ impl MetaResponse {
 pub enum Response {
     /// `VALUE …` lines then `END` (no values = a miss).
     Values(Vec<Value>),
+    /// The reply to `zc_gets`: a `TOMBSTONE <key> <version>` line for each
+    /// key deleted at a known version, then `VALUE …` lines and `END`.
+    /// Without tombstones it reads back as [`Response::Values`].
+    Versioned {
+        /// Keys found.
+        values: Vec<Value>,
+        /// Keys deleted, with the delete's version.
+        deleted: Vec<(Bytes, u64)>,
+    },
     /// `STORED`
     Stored,
     /// `NOT_STORED`
@@ -185,6 +194,16 @@ impl Response {
                     push_value(out, &v.key, v.flags, &v.data, v.cas);
                 }
                 out.extend_from_slice(b"END\r\n");
+            }
+            Response::Versioned { values, deleted } => {
+                for (key, version) in deleted {
+                    out.extend_from_slice(b"TOMBSTONE ");
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(b" ");
+                    push_u64(out, *version);
+                    out.extend_from_slice(b"\r\n");
+                }
+                Response::Values(values.clone()).encode(out);
             }
             Response::Stored => out.extend_from_slice(b"STORED\r\n"),
             Response::NotStored => out.extend_from_slice(b"NOT_STORED\r\n"),
@@ -286,7 +305,7 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ResponseEr
     let Some((first, after_first)) = next_line(buf, 0)? else {
         return Ok(None);
     };
-    if first.starts_with(b"VALUE ") || first == b"END" {
+    if first.starts_with(b"VALUE ") || first.starts_with(b"TOMBSTONE ") || first == b"END" {
         return parse_values(buf);
     }
     if first.starts_with(b"STAT ") {
@@ -355,6 +374,7 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {
     // First find where the whole reply ends, then cut it out once.
     let mut at = 0;
     let mut spans = Vec::new();
+    let mut deleted = Vec::new();
     loop {
         let Some((line, next)) = next_line(buf, at)? else {
             return Ok(None);
@@ -362,6 +382,16 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {
         if line == b"END" {
             at = next;
             break;
+        }
+        if let Some(rest) = line.strip_prefix(b"TOMBSTONE ") {
+            let mut words = split_words(rest);
+            let (Some(key), Some(version), None) = (words.next(), words.next(), words.next()) else {
+                return Err(bad("bad TOMBSTONE line", line));
+            };
+            let version = parse_u64(version).ok_or_else(|| bad("bad version", line))?;
+            deleted.push((Bytes::copy_from_slice(key), version));
+            at = next;
+            continue;
         }
         let mut words = split_words(line);
         let (Some(b"VALUE"), Some(key), Some(flags), Some(len)) =
@@ -396,7 +426,11 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {
             cas,
         })
         .collect();
-    Ok(Some(Response::Values(values)))
+    if deleted.is_empty() {
+        Ok(Some(Response::Values(values)))
+    } else {
+        Ok(Some(Response::Versioned { values, deleted }))
+    }
 }
 
 fn parse_stats(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {

@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long = "batch-shed-after-ms", default_value_t = 10)]
     pub batch_shed_after_ms: u64,
 
+    /// How long a delete's tombstone is kept (seconds): late copies of what
+    /// it deleted are refused for this long.
+    #[arg(long = "tombstone-ttl", default_value_t = 60)]
+    pub tombstone_ttl: u32,
+
     /// Cluster config (TOML: zones, nodes, this node, write policy). Without
     /// it the node is a single-zone, single-node cache.
     #[arg(long = "config")]

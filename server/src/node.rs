@@ -79,6 +79,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let engine = Engine::new(EngineConfig {
         memory_limit: config.memory_mb << 20,
         threads,
+        tombstone_secs: config.tombstone_ttl,
     });
     let shards = engine.shard_count();
     let storage: Arc<dyn Storage> = Arc::new(engine);
@@ -113,6 +114,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),
+        versions: cluster.as_ref().and_then(|c| c.versions()),
     });
     let front = Arc::new(Front {
         exec,

@@ -272,6 +272,11 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("engine_main_segments", st.main_segments.to_string());
             put("engine_promoted", st.promoted.to_string());
             put("engine_ghost_hits", st.ghost_hits.to_string());
+            // Versions: deletes remembered, and late writes refused.
+            put("tombstones", st.tombstones.to_string());
+            put("tombstones_written", st.tombstones_written.to_string());
+            put("tombstones_evicted", st.tombstones_evicted.to_string());
+            put("versions_superseded", st.versions_superseded.to_string());
         }
         Some(b"settings") => {
             let c = ctx.settings;

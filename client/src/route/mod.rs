@@ -117,6 +117,12 @@ impl Router {
         }
     }
 
+    /// The clock that stamps this router's writes (a node's executor
+    /// shares it, so the versions it decides are comparable).
+    pub fn clock(&self) -> Arc<CasClock> {
+        self.cas.clone()
+    }
+
     /// Background copies in flight now.
     pub fn background_in_flight(&self) -> usize {
         MAX_BACKGROUND - self.background.available_permits()

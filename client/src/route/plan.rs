@@ -67,6 +67,7 @@ pub fn plan(cmd: &Command) -> Route {
         | Command::MetaNoop
         | Command::MetaDebug { .. }
         | Command::PeerHello
+        | Command::VersionedGet { .. }
         | Command::TooLarge { .. }
         | Command::Invalid(_) => Route::Local,
     }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use zonecache_client::route::CasClock;
 use zonecache_client::Lane;
 use zonecache_proto::Command;
 
@@ -38,6 +39,13 @@ impl Cluster {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The clock the node's executor versions writes by, when the cluster
+    /// has more than one zone (copies to compare); `None` otherwise.
+    pub fn versions(&self) -> Option<Arc<CasClock>> {
+        let view = self.current();
+        (view.router.topology.zones.len() > 1).then(|| view.router.clock())
     }
 
     /// Routes a client's command with the cluster as of now.

@@ -116,6 +116,7 @@ pub(super) fn get(exec: &Executor, meta: &Meta) -> Reply {
         vivify: f.vivify,
         recache: f.recache,
         key_binary: f.base64,
+        tombstones: false,
     };
     let mut result = Reply::Silent;
     exec.storage.read(&meta.key, opts, &mut |item| {
@@ -175,7 +176,7 @@ pub(super) fn set(exec: &Executor, meta: &Meta, data: &[u8], counters: &mut Conn
         kind,
         compare_cas: f.compare_cas,
         invalidate: f.invalidate,
-        new_cas: f.new_cas,
+        version: exec.version(f.new_cas),
         vivify: f.vivify,
         key_binary: f.base64,
     };
@@ -206,7 +207,7 @@ pub(super) fn delete(exec: &Executor, meta: &Meta) -> Reply {
         invalidate: f.invalidate,
         ttl: f.ttl,
         remove_value: f.remove_value,
-        new_cas: f.new_cas,
+        version: exec.version(f.new_cas),
     };
     let code = match exec.storage.delete(&meta.key, &req) {
         DeleteOutcome::Deleted if f.quiet => return Reply::Silent,
@@ -225,7 +226,7 @@ pub(super) fn arith(exec: &Executor, meta: &Meta) -> Reply {
         incr: !matches!(f.mode, Some(b'D' | b'-')),
         delta: f.delta.unwrap_or(1),
         compare_cas: f.compare_cas,
-        new_cas: f.new_cas,
+        version: exec.version(f.new_cas),
         vivify: f.vivify.map(|ttl| (ttl, f.initial.unwrap_or(0))),
         touch: f.ttl,
         key_binary: f.base64,

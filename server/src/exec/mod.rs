@@ -19,8 +19,9 @@ use zonecache_proto::{push_value, Command, Response, Store, StoreMode, Value, TO
 use crate::stats::{self, ConnCounters, ConnRegistry, ServerStats, Settings, StatsGroups};
 use crate::store::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, ReadOptions, Storage, StoreKind,
-    StoreRequest, StoreStatus,
+    StoreRequest, StoreStatus, Version,
 };
+use zonecache_client::route::CasClock;
 
 /// What running a command asks of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,11 @@ pub struct Executor {
     /// `stats` groups served by a layer above (the cluster's `zones` and
     /// `peers`); `None` on a single node.
     pub groups: Option<Arc<dyn StatsGroups>>,
+    /// On a node of a multi-zone cluster, the clock its router stamps
+    /// writes with: every write here then carries a cluster version (see
+    /// [`Version`]) and deletes leave tombstones. `None` on a node of its
+    /// own, which hands out CAS values as memcached does.
+    pub versions: Option<Arc<CasClock>>,
 }
 
 /// A multi-key read (`get`/`gets`/`gat`/`gats`): its keys, new expiry and
@@ -75,6 +81,16 @@ impl MultiRead<'_> {
 }
 
 impl Executor {
+    /// How a write carrying `explicit` (meta `E`) or none gets its CAS.
+    pub fn version(&self, explicit: Option<u64>) -> Version {
+        match (&self.versions, explicit) {
+            (None, None) => Version::Fresh,
+            (None, Some(cas)) => Version::Exact(cas),
+            (Some(_), Some(cas)) => Version::Newer(cas),
+            (Some(clock), None) => Version::Decided(clock.next()),
+        }
+    }
+
     /// Writes `VALUE …` for `key` if it is here (the streaming multi-get).
     pub fn push_hit(&self, key: &[u8], touch: Option<i32>, cas: bool, out: &mut BytesMut) {
         let opts = ReadOptions {
@@ -116,12 +132,46 @@ impl Executor {
         values
     }
 
+    /// A peer's `zc_gets`: hits with their versions, and the tombstones of
+    /// keys deleted at a known version.
+    fn read_versions(&self, keys: &[Bytes], touch: Option<i32>, counters: &mut ConnCounters) -> Response {
+        match touch {
+            None => counters.cmd_get += keys.len() as u64,
+            Some(_) => counters.cmd_touch += keys.len() as u64,
+        }
+        counters.read_requests += 1;
+        let (mut values, mut deleted) = (Vec::new(), Vec::new());
+        let opts = ReadOptions {
+            touch,
+            tombstones: true,
+            ..ReadOptions::default()
+        };
+        for key in keys {
+            self.storage.read(key, opts, &mut |item| match item {
+                Some(item) if item.deleted => {
+                    deleted.push((Bytes::copy_from_slice(item.key), item.cas));
+                }
+                Some(item) => values.push(Value {
+                    key: Bytes::copy_from_slice(item.key),
+                    flags: item.flags,
+                    data: Bytes::copy_from_slice(item.value),
+                    cas: Some(item.cas),
+                }),
+                None => {}
+            });
+        }
+        Response::Versioned { values, deleted }
+    }
+
     /// Runs `cmd`; what it changed is counted in `counters`.
     pub fn execute(&self, cmd: Command, counters: &mut ConnCounters) -> Reply {
         if let Some(read) = MultiRead::of(&cmd, counters) {
             return Reply::Send(Response::Values(self.read_values(&read)));
         }
         let (response, noreply) = match cmd {
+            Command::VersionedGet { keys, touch } => {
+                (self.read_versions(&keys, touch, counters), false)
+            }
             Command::Store(s) => {
                 let noreply = s.noreply;
                 (self.store(&s, counters), noreply)
@@ -149,7 +199,11 @@ impl Executor {
                 )
             }
             Command::Delete { key, noreply } => {
-                let outcome = self.storage.delete(&key, &DeleteRequest::default());
+                let req = DeleteRequest {
+                    version: self.version(None),
+                    ..DeleteRequest::default()
+                };
+                let outcome = self.storage.delete(&key, &req);
                 (
                     if outcome == DeleteOutcome::Deleted {
                         Response::Deleted
@@ -176,7 +230,11 @@ impl Executor {
                 counters.store_too_large += 1;
                 // memcached drops the old value so a failed set cannot leave stale data.
                 if remove_existing {
-                    self.storage.delete(&key, &DeleteRequest::default());
+                    let req = DeleteRequest {
+                        version: self.version(None),
+                        ..DeleteRequest::default()
+                    };
+                    self.storage.delete(&key, &req);
                 }
                 (
                     Response::ServerError(Bytes::from_static(TOO_LARGE_MESSAGE.as_bytes())),
@@ -234,6 +292,7 @@ impl Executor {
         if s.mode == StoreMode::Cas {
             req.compare_cas = Some(s.cas_unique);
         }
+        req.version = self.version(None);
         match self.storage.store(&req).status {
             StoreStatus::Stored => Response::Stored,
             StoreStatus::NotStored => Response::NotStored,
@@ -252,7 +311,7 @@ impl Executor {
             incr,
             delta,
             compare_cas: None,
-            new_cas: None,
+            version: self.version(None),
             vivify: None,
             touch: None,
             key_binary: false,

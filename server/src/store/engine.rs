@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub memory_limit: usize,
     /// Worker threads, to size the shard count.
     pub threads: usize,
+    /// How long a tombstone lasts (seconds).
+    pub tombstone_secs: u32,
 }
 
 /// The sharded store.
@@ -52,7 +54,11 @@ impl Engine {
         let pool = Arc::new(Pool::new(config.memory_limit));
         let hasher = ahash::RandomState::new();
         let shards = (0..count)
-            .map(|_| Mutex::new(Shard::new(pool.clone(), hasher.clone())))
+            .map(|_| {
+                let mut shard = Shard::new(pool.clone(), hasher.clone());
+                shard.set_tombstone_secs(config.tombstone_secs);
+                Mutex::new(shard)
+            })
             .collect();
         Engine {
             shards,
@@ -207,6 +213,7 @@ mod tests {
         Engine::new(EngineConfig {
             memory_limit: mb << 20,
             threads: 2,
+            tombstone_secs: 60,
         })
     }
 

@@ -33,6 +33,8 @@ pub const BIT_FETCHED: u8 = 16;
 pub const BIT_KEY_BINARY: u8 = 32;
 /// Replaced, deleted or reclaimed: the bytes are garbage.
 pub const BIT_DEAD: u8 = 64;
+/// A tombstone: the key was deleted at the version in its CAS; no value.
+pub const BIT_TOMBSTONE: u8 = 128;
 
 /// Highest access frequency S3-FIFO keeps.
 pub const MAX_FREQ: u8 = 3;

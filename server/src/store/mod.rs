@@ -62,8 +62,8 @@ pub struct StoreRequest<'a> {
     /// With `compare_cas`: an older CAS still stores, but marks the item stale
     /// (meta `I`).
     pub invalidate: bool,
-    /// Use this CAS for the new item instead of a fresh one (meta `E`).
-    pub new_cas: Option<u64>,
+    /// How the new item's CAS is chosen.
+    pub version: Version,
     /// Append/prepend on a miss creates the item with this TTL (meta `N`).
     pub vivify: Option<i32>,
     /// The key travels base64-encoded (meta `b`); remembered for `k` replies.
@@ -81,7 +81,7 @@ impl<'a> StoreRequest<'a> {
             kind,
             compare_cas: None,
             invalidate: false,
-            new_cas: None,
+            version: Version::Fresh,
             vivify: None,
             key_binary: false,
         }
@@ -97,6 +97,44 @@ pub struct StoreOutcome {
     pub cas: u64,
 }
 
+/// How a write's CAS is chosen. In a cluster the CAS is the write's
+/// version, the same in every zone, and newer always wins; a node on its
+/// own hands out CAS values as memcached does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Version {
+    /// A fresh local CAS (a node outside a cluster).
+    #[default]
+    Fresh,
+    /// Exactly this CAS (meta `E` on a node outside a cluster).
+    Exact(u64),
+    /// A cluster version decided elsewhere (a fanned-out set or delete, a
+    /// copy, a hint, a read repair): the write applies only over older
+    /// versions, so copies arriving in any order converge, and a delete
+    /// leaves a tombstone so no older copy comes back.
+    Newer(u64),
+    /// A conditional write decided here (the key's arbiter): this version,
+    /// or just above the one the key holds if that is newer, so the result
+    /// always supersedes what it was computed from.
+    Decided(u64),
+}
+
+impl Version {
+    /// The CAS a write gets when the key now holds `held` (None: a fresh
+    /// local one).
+    pub fn cas_over(self, held: Option<u64>) -> Option<u64> {
+        match self {
+            Version::Fresh => None,
+            Version::Exact(v) | Version::Newer(v) => Some(v),
+            Version::Decided(v) => Some(held.map_or(v, |h| v.max(h + 1))),
+        }
+    }
+
+    /// Whether a write of this version is superseded by `held`.
+    pub fn superseded_by(self, held: Option<u64>) -> bool {
+        matches!((self, held), (Version::Newer(v), Some(h)) if h >= v)
+    }
+}
+
 /// Options of a read; plain `get` uses the default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
@@ -110,6 +148,9 @@ pub struct ReadOptions {
     pub recache: Option<i32>,
     /// The key travels base64-encoded (for vivified items).
     pub key_binary: bool,
+    /// Report a tombstone as an item with `deleted` set (peers comparing
+    /// versions), instead of as a miss.
+    pub tombstones: bool,
 }
 
 /// What a read sees of an item, handed to the caller under the shard lock so
@@ -144,6 +185,8 @@ pub struct ItemView<'a> {
     pub vivified: bool,
     /// memcached's idea of the item's total size (for `me`).
     pub memcached_size: usize,
+    /// This is a tombstone: the key was deleted at version `cas`.
+    pub deleted: bool,
 }
 
 /// Arithmetic request (`incr`/`decr`/`ma`).
@@ -157,8 +200,8 @@ pub struct ArithRequest<'a> {
     pub delta: u64,
     /// Proceed only if the CAS matches (meta `C`).
     pub compare_cas: Option<u64>,
-    /// Use this CAS for the result (meta `E`).
-    pub new_cas: Option<u64>,
+    /// How the result's CAS is chosen.
+    pub version: Version,
     /// On a miss, create the item with (TTL, initial value) (meta `N`, `J`).
     pub vivify: Option<(i32, u64)>,
     /// Update the TTL (meta `T`).
@@ -200,8 +243,9 @@ pub struct DeleteRequest {
     pub ttl: Option<i32>,
     /// Keep the item but drop its value (meta `x`).
     pub remove_value: bool,
-    /// CAS for the invalidated item (meta `E`).
-    pub new_cas: Option<u64>,
+    /// The CAS of the invalidated item (meta `E`), or the cluster version
+    /// of a delete that leaves a tombstone.
+    pub version: Version,
 }
 
 /// Result of a delete.
@@ -251,6 +295,15 @@ pub struct StoreStats {
     pub promoted: u64,
     /// Items that came back while their key was in the ghost table.
     pub ghost_hits: u64,
+    /// Tombstones held now (not counted in `curr_items`).
+    pub tombstones: u64,
+    /// Tombstones written (deletes carrying a cluster version).
+    pub tombstones_written: u64,
+    /// Tombstones evicted before their time ran out.
+    pub tombstones_evicted: u64,
+    /// Versioned writes and deletes skipped because the key held a newer
+    /// version (late copies, replays, read repairs that lost).
+    pub versions_superseded: u64,
 }
 
 /// The storage operations the node needs; one method per operation.

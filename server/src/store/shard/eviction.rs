@@ -7,7 +7,7 @@
 use super::index::{pack, Found, Location, EMPTY, INITIAL_INDEX};
 use super::segments::{Queue, SEGMENT_SIZE, SMALL_QUEUE_PERCENT};
 use super::{ItemRef, Shard};
-use crate::store::item::{NewItem, BIT_FETCHED};
+use crate::store::item::{NewItem, BIT_FETCHED, BIT_TOMBSTONE};
 
 impl Shard {
     /// Evicts the oldest segment of the queue S3-FIFO picks. Returns false
@@ -61,7 +61,8 @@ impl Shard {
             } else if item.freq() > 0 {
                 let cas = self.cas_of(loc);
                 let item = self.item(loc);
-                let freq = if queue == Queue::Small {
+                // A tombstone keeps its rounds: items leave before it does.
+                let freq = if queue == Queue::Small && item.bits() & BIT_TOMBSTONE == 0 {
                     0
                 } else {
                     item.freq() - 1
@@ -97,6 +98,9 @@ impl Shard {
                 if queue == Queue::Small {
                     self.stats.promoted += 1;
                 }
+            } else if item.bits() & BIT_TOMBSTONE != 0 {
+                self.unlink(found);
+                self.stats.tombstones_evicted += 1;
             } else {
                 let fetched = item.bits() & BIT_FETCHED != 0;
                 self.unlink(found);
@@ -116,8 +120,12 @@ impl Shard {
 
     /// Drops an expired item, counting it as memcached does.
     pub(super) fn reclaim(&mut self, found: Found) {
-        let fetched = self.item(found.loc).bits() & BIT_FETCHED != 0;
+        let bits = self.item(found.loc).bits();
         self.unlink(found);
+        if bits & BIT_TOMBSTONE != 0 {
+            return; // its time ran out: nothing memcached would count
+        }
+        let fetched = bits & BIT_FETCHED != 0;
         self.stats.reclaimed += 1;
         if !fetched {
             self.stats.expired_unfetched += 1;
@@ -136,6 +144,7 @@ impl Shard {
         self.allocated = self.allocated - old_index + self.index_bytes();
         self.index_len = 0;
         self.index_tombstones = 0;
+        self.tombstones = 0;
         self.live_bytes = 0;
     }
 

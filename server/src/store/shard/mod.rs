@@ -29,7 +29,7 @@ mod update;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::item::{ItemMut, ItemRef};
+use super::item::{ItemMut, ItemRef, BIT_TOMBSTONE};
 use super::pool::Pool;
 use super::StoreStats;
 use index::{Location, EMPTY, INITIAL_INDEX};
@@ -70,8 +70,17 @@ pub struct Shard {
     /// memcached's `oldest_live` from a delayed flush_all (0 = none): once
     /// the clock reaches it, items last touched at or before it are gone.
     flush_at: u32,
+    /// Tombstones indexed now (they are in `index_len` too).
+    tombstones: usize,
+    /// How long a tombstone lasts, in seconds.
+    tombstone_secs: u32,
     pub stats: StoreStats,
 }
+
+/// How long a tombstone lasts unless the engine is told otherwise: long
+/// enough for late copies, replays and repairs of the write it supersedes
+/// to arrive, short enough that deletes cost little memory.
+pub const TOMBSTONE_SECS: u32 = 60;
 
 /// Reads remaining TTL as memcached reports it (-1 for none).
 fn remaining(exptime: u32, now: u32) -> i64 {
@@ -111,6 +120,8 @@ impl Shard {
             sweep_cursor: 0,
             now: 2,
             flush_at: 0,
+            tombstones: 0,
+            tombstone_secs: TOMBSTONE_SECS,
             stats: StoreStats::default(),
         };
         shard.grow(shard.index_bytes());
@@ -177,6 +188,15 @@ impl Shard {
             .unwrap_or((self.segment(loc.segment).generation << 20) | u64::from(loc.offset))
     }
 
+    /// How long tombstones last from now on.
+    pub fn set_tombstone_secs(&mut self, secs: u32) {
+        self.tombstone_secs = secs.max(1);
+    }
+
+    fn is_tombstone(&self, loc: Location) -> bool {
+        self.item(loc).bits() & BIT_TOMBSTONE != 0
+    }
+
     /// Expired, or invalidated by a delayed flush_all that has come due.
     fn is_dead(&self, item: &ItemRef<'_>) -> bool {
         expired(item.exptime(), self.now)
@@ -219,7 +239,11 @@ impl Shard {
         out.total_items += s.total_items;
         out.promoted += s.promoted;
         out.ghost_hits += s.ghost_hits;
-        out.curr_items += self.index_len as u64;
+        out.tombstones_written += s.tombstones_written;
+        out.tombstones_evicted += s.tombstones_evicted;
+        out.versions_superseded += s.versions_superseded;
+        out.tombstones += self.tombstones as u64;
+        out.curr_items += (self.index_len - self.tombstones) as u64;
         out.bytes += self.live_bytes as u64;
         out.small_segments += self.small.len() as u64;
         out.main_segments += self.main.len() as u64;

@@ -72,16 +72,44 @@ impl Shard {
         let touching = opts.touch.is_some();
         let found = match self.find(hash, key) {
             Some(f) if self.is_dead(&self.item(f.loc)) => {
-                if expired(self.item(f.loc).exptime(), now) {
-                    self.stats.get_expired += 1;
-                } else {
-                    self.stats.get_flushed += 1;
+                if !self.is_tombstone(f.loc) {
+                    if expired(self.item(f.loc).exptime(), now) {
+                        self.stats.get_expired += 1;
+                    } else {
+                        self.stats.get_flushed += 1;
+                    }
                 }
                 self.reclaim(f);
                 None
             }
             other => other,
         };
+        // A tombstone reads as a miss, unless the reader compares versions.
+        let tombstone = found.filter(|f| self.is_tombstone(f.loc));
+        if let (Some(t), true) = (tombstone, opts.tombstones) {
+            let item = self.item(t.loc);
+            let ttl = remaining(item.exptime(), now);
+            let view = ItemView {
+                key: item.key(),
+                value: b"",
+                flags: 0,
+                cas: self.cas_of(t.loc),
+                ttl_before: ttl,
+                ttl,
+                last_access: 0,
+                fetched_before: false,
+                won: false,
+                stale: false,
+                token_sent: false,
+                key_binary: item.bits() & BIT_KEY_BINARY != 0,
+                vivified: false,
+                memcached_size: 0,
+                deleted: true,
+            };
+            f(Some(&view));
+            return;
+        }
+        let found = found.filter(|_| tombstone.is_none());
         let Some(found) = found else {
             if let Some(ttl) = opts.vivify {
                 let mut bits = BIT_TOKEN_SENT;
@@ -98,7 +126,7 @@ impl Shard {
                     freq: 0,
                     cas: None,
                 };
-                if let Some(loc) = self.write_item(hash, &item, false) {
+                if let Some(loc) = self.write_item(hash, &item, tombstone.is_some()) {
                     let cas = self.cas_of(loc);
                     let ttl = remaining(item.exptime, now);
                     let view = ItemView {
@@ -117,6 +145,7 @@ impl Shard {
                         key_binary: opts.key_binary,
                         vivified: true,
                         memcached_size: memcached_size(key.len(), 0, 0),
+                        deleted: false,
                     };
                     f(Some(&view));
                     return;
@@ -189,6 +218,7 @@ impl Shard {
             key_binary: bits & BIT_KEY_BINARY != 0,
             vivified: false,
             memcached_size: memcached_size(item.key_len(), item.value_len(), item.flags()),
+            deleted: false,
         };
         f(Some(&view));
     }
@@ -196,7 +226,24 @@ impl Shard {
     pub fn store(&mut self, req: &StoreRequest<'_>, clock: &Clock) -> StoreOutcome {
         let now = self.now;
         let hash = self.hash(req.key);
-        let existing = self.lookup(hash, req.key);
+        let held = self.lookup(hash, req.key);
+        let held_cas = held.map(|f| self.cas_of(f.loc));
+        if req.version.superseded_by(held_cas) {
+            // Ordered before what the key holds: a set happened and was
+            // overwritten; a conditional store did not happen.
+            self.stats.versions_superseded += 1;
+            let plain_set = kind_is_plain_set(req);
+            return StoreOutcome {
+                status: if plain_set {
+                    StoreStatus::Stored
+                } else {
+                    StoreStatus::NotStored
+                },
+                cas: held_cas.unwrap_or(0),
+            };
+        }
+        // A tombstone is no item to the modes; the new item replaces it.
+        let existing = held.filter(|f| !self.is_tombstone(f.loc));
         let miss = StoreOutcome {
             status: StoreStatus::NotStored,
             cas: 0,
@@ -273,9 +320,9 @@ impl Shard {
             atime: now,
             bits,
             freq: 0,
-            cas: req.new_cas,
+            cas: req.version.cas_over(held_cas),
         };
-        match self.write_item(hash, &item, existing.is_some()) {
+        match self.write_item(hash, &item, held.is_some()) {
             Some(loc) => StoreOutcome {
                 status: StoreStatus::Stored,
                 cas: self.cas_of(loc),
@@ -286,4 +333,8 @@ impl Shard {
             },
         }
     }
+}
+
+fn kind_is_plain_set(req: &StoreRequest<'_>) -> bool {
+    req.kind == StoreKind::Set && req.compare_cas.is_none()
 }

@@ -5,7 +5,7 @@
 
 use super::index::{Found, Location};
 use super::{ItemRef, Shard};
-use crate::store::item::{NewItem, BIT_DEAD};
+use crate::store::item::{NewItem, BIT_DEAD, BIT_TOMBSTONE};
 
 /// Size of a regular segment. Items larger than [`DEDICATED_OVER`] get a
 /// segment of their own, sized exactly.
@@ -138,6 +138,9 @@ impl Shard {
         item.write(&mut segment.data);
         segment.live_bytes += size;
         self.live_bytes += size;
+        if item.bits & BIT_TOMBSTONE != 0 {
+            self.tombstones += 1;
+        }
     }
 
     /// Marks an item dead and drops its index entry.
@@ -145,6 +148,9 @@ impl Shard {
         let size = self.item(found.loc).size();
         let bits = self.item(found.loc).bits();
         self.item_mut(found.loc).set_bits(bits | BIT_DEAD);
+        if bits & BIT_TOMBSTONE != 0 {
+            self.tombstones -= 1;
+        }
         self.segment_mut(found.loc.segment).live_bytes -= size;
         self.live_bytes -= size;
         self.remove_slot(found.slot);

@@ -8,7 +8,7 @@ use super::{Shard, SEGMENT_SIZE};
 use crate::store::pool::Pool;
 use crate::store::{
     ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, ReadOptions, StoreKind,
-    StoreRequest, StoreStatus,
+    StoreRequest, StoreStatus, Version,
 };
 
 /// A shard whose pool holds `limit` bytes, with the clock's time set. Its
@@ -200,7 +200,7 @@ fn arithmetic_pads_a_shrunken_number_like_memcached() {
         incr: false,
         delta: 1,
         compare_cas: None,
-        new_cas: None,
+        version: Version::Fresh,
         vivify: None,
         touch: None,
         key_binary: false,
@@ -234,4 +234,137 @@ fn delete_removes_and_invalidate_marks_stale() {
         stale = item.is_some_and(|i| i.stale);
     });
     assert!(stale, "an invalidated item stays, marked stale");
+}
+
+/// A set carrying cluster version `v`.
+fn set_v(shard: &mut Shard, clock: &Clock, key: &str, value: &[u8], v: u64) -> StoreStatus {
+    let mut req = StoreRequest::new(StoreKind::Set, key.as_bytes(), value, 0, 0);
+    req.version = Version::Newer(v);
+    shard.store(&req, clock).status
+}
+
+fn delete_v(shard: &mut Shard, clock: &Clock, key: &str, v: u64) -> DeleteOutcome {
+    let req = DeleteRequest {
+        version: Version::Newer(v),
+        ..DeleteRequest::default()
+    };
+    shard.delete(key.as_bytes(), &req, clock)
+}
+
+/// What a peer comparing versions sees: (deleted, version, value).
+fn versioned(shard: &mut Shard, clock: &Clock, key: &str) -> Option<(bool, u64, Vec<u8>)> {
+    let opts = ReadOptions {
+        tombstones: true,
+        ..ReadOptions::default()
+    };
+    let mut found = None;
+    shard.read(key.as_bytes(), opts, clock, &mut |item| {
+        found = item.map(|i| (i.deleted, i.cas, i.value.to_vec()));
+    });
+    found
+}
+
+#[test]
+fn versioned_copies_converge_whatever_order_they_arrive_in() {
+    let (mut s, clock) = shard(64 << 20);
+    assert_eq!(set_v(&mut s, &clock, "k", b"new", 200), StoreStatus::Stored);
+    // A late copy of an older write is acknowledged (it was overwritten)
+    // but changes nothing.
+    assert_eq!(set_v(&mut s, &clock, "k", b"old", 100), StoreStatus::Stored);
+    assert_eq!(get(&mut s, &clock, "k"), Some(b"new".to_vec()));
+    assert_eq!(s.stats.versions_superseded, 1);
+    assert_eq!(versioned(&mut s, &clock, "k"), Some((false, 200, b"new".to_vec())));
+}
+
+#[test]
+fn a_versioned_delete_leaves_a_tombstone_no_older_copy_passes() {
+    let (mut s, clock) = shard(64 << 20);
+    set_v(&mut s, &clock, "k", b"old", 100);
+    assert_eq!(delete_v(&mut s, &clock, "k", 150), DeleteOutcome::Deleted);
+    assert_eq!(get(&mut s, &clock, "k"), None, "a tombstone reads as a miss");
+    assert_eq!(versioned(&mut s, &clock, "k"), Some((true, 150, Vec::new())));
+    // The old value arriving late (a hint, a copy, a read repair) stays out.
+    assert_eq!(set_v(&mut s, &clock, "k", b"old", 100), StoreStatus::Stored);
+    let mut repair = StoreRequest::new(StoreKind::Add, b"k", b"old", 0, 0);
+    repair.version = Version::Newer(100);
+    assert_eq!(s.store(&repair, &clock).status, StoreStatus::NotStored);
+    assert_eq!(get(&mut s, &clock, "k"), None);
+    // A newer write replaces the tombstone.
+    assert_eq!(set_v(&mut s, &clock, "k", b"new", 300), StoreStatus::Stored);
+    assert_eq!(get(&mut s, &clock, "k"), Some(b"new".to_vec()));
+    let mut stats = Default::default();
+    s.add_stats(&mut stats);
+    assert_eq!((stats.curr_items, stats.tombstones), (1, 0));
+}
+
+#[test]
+fn a_delete_of_an_absent_key_still_remembers_its_version() {
+    let (mut s, clock) = shard(64 << 20);
+    assert_eq!(delete_v(&mut s, &clock, "gone", 150), DeleteOutcome::NotFound);
+    let mut stats = Default::default();
+    s.add_stats(&mut stats);
+    assert_eq!((stats.curr_items, stats.tombstones), (0, 1), "a tombstone is no item");
+    assert_eq!(set_v(&mut s, &clock, "gone", b"late", 120), StoreStatus::Stored);
+    assert_eq!(get(&mut s, &clock, "gone"), None);
+    // A delete older than the value held does not remove it.
+    set_v(&mut s, &clock, "kept", b"v", 500);
+    assert_eq!(delete_v(&mut s, &clock, "kept", 400), DeleteOutcome::Deleted);
+    assert_eq!(get(&mut s, &clock, "kept"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_decision_supersedes_what_it_was_computed_from() {
+    let (mut s, clock) = shard(64 << 20);
+    set_v(&mut s, &clock, "n", b"5", 1_000);
+    // The arbiter's own clock is behind the version the key holds.
+    let incr = ArithRequest {
+        key: b"n",
+        incr: true,
+        delta: 1,
+        compare_cas: None,
+        version: Version::Decided(900),
+        vivify: None,
+        touch: None,
+        key_binary: false,
+    };
+    let ArithOutcome::Done { value, cas, .. } = s.arith(&incr, &clock) else {
+        panic!("incr of a number");
+    };
+    assert_eq!((value, cas), (6, 1_001));
+    // On a tombstone an incr misses, as on an absent key.
+    delete_v(&mut s, &clock, "n", 2_000);
+    assert_eq!(s.arith(&incr, &clock), ArithOutcome::NotFound);
+    let mut add = StoreRequest::new(StoreKind::Add, b"n", b"0", 0, 0);
+    add.version = Version::Decided(1_500);
+    let outcome = s.store(&add, &clock);
+    assert_eq!((outcome.status, outcome.cas), (StoreStatus::Stored, 2_001));
+}
+
+#[test]
+fn tombstones_expire_and_are_not_counted_as_reclaimed_items() {
+    let (mut s, clock) = shard(64 << 20);
+    s.set_tombstone_secs(1);
+    delete_v(&mut s, &clock, "k", 10);
+    s.set_now(clock.now() + 5, 0);
+    assert_eq!(versioned(&mut s, &clock, "k"), None);
+    let mut stats = Default::default();
+    s.add_stats(&mut stats);
+    assert_eq!((stats.tombstones, stats.reclaimed, stats.get_expired), (0, 0, 0));
+}
+
+#[test]
+fn items_are_evicted_before_tombstones() {
+    let (mut s, clock) = shard(4 * SEGMENT_SIZE);
+    for i in 0..50 {
+        delete_v(&mut s, &clock, &format!("deleted:{i}"), 10);
+    }
+    let value = vec![b'v'; 1000];
+    for i in 0..20_000 {
+        set(&mut s, &clock, &format!("item:{i}"), &value);
+    }
+    assert!(s.stats.evictions > 0, "the shard had to evict");
+    let kept = (0..50)
+        .filter(|i| versioned(&mut s, &clock, &format!("deleted:{i}")).is_some())
+        .count();
+    assert_eq!(kept, 50, "tombstones outlive the items written after them");
 }

@@ -2,10 +2,15 @@
 //! memcached's space padding when a number shrinks), `touch`, and
 //! `delete`/`md` with CAS, invalidation and value removal.
 
+use super::index::Found;
 use super::{remaining, Shard};
-use crate::store::item::{NewItem, BIT_FETCHED, BIT_KEY_BINARY, BIT_STALE, BIT_TOKEN_SENT};
+use crate::store::item::{
+    NewItem, BIT_FETCHED, BIT_KEY_BINARY, BIT_STALE, BIT_TOKEN_SENT, BIT_TOMBSTONE, MAX_FREQ,
+};
 use crate::store::number::parse_counter;
-use crate::store::{ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, StoreStats};
+use crate::store::{
+    ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, StoreStats, Version,
+};
 
 impl Shard {
     pub fn arith(&mut self, req: &ArithRequest<'_>, clock: &Clock) -> ArithOutcome {
@@ -18,7 +23,10 @@ impl Shard {
                 stats.decr_misses += 1;
             }
         };
-        let Some(found) = self.lookup(hash, req.key) else {
+        let held = self.lookup(hash, req.key);
+        let held_cas = held.map(|f| self.cas_of(f.loc));
+        // A tombstone counts as absent (vivify replaces it).
+        let Some(found) = held.filter(|f| !self.is_tombstone(f.loc)) else {
             let Some((ttl, initial)) = req.vivify else {
                 count_miss(&mut self.stats);
                 return ArithOutcome::NotFound;
@@ -32,9 +40,9 @@ impl Shard {
                 atime: now,
                 bits: if req.key_binary { BIT_KEY_BINARY } else { 0 },
                 freq: 0,
-                cas: req.new_cas,
+                cas: req.version.cas_over(held_cas),
             };
-            return match self.write_item(hash, &item, false) {
+            return match self.write_item(hash, &item, held.is_some()) {
                 Some(loc) => ArithOutcome::Done {
                     value: initial,
                     cas: self.cas_of(loc),
@@ -81,7 +89,7 @@ impl Shard {
             atime: now,
             bits: item.bits() & (BIT_KEY_BINARY | BIT_FETCHED),
             freq: item.freq(),
-            cas: req.new_cas,
+            cas: req.version.cas_over(held_cas),
         };
         if req.incr {
             self.stats.incr_hits += 1;
@@ -100,7 +108,7 @@ impl Shard {
 
     pub fn touch(&mut self, key: &[u8], exptime: i32, clock: &Clock) -> bool {
         let hash = self.hash(key);
-        match self.lookup(hash, key) {
+        match self.lookup(hash, key).filter(|f| !self.is_tombstone(f.loc)) {
             Some(found) => {
                 let exptime = clock.expiry(exptime);
                 self.item_mut(found.loc).set_exptime(exptime);
@@ -116,7 +124,12 @@ impl Shard {
 
     pub fn delete(&mut self, key: &[u8], req: &DeleteRequest, clock: &Clock) -> DeleteOutcome {
         let hash = self.hash(key);
-        let Some(found) = self.lookup(hash, key) else {
+        let held = self.lookup(hash, key);
+        let plain = req.compare_cas.is_none() && !req.invalidate && !req.remove_value;
+        if let (Version::Newer(version) | Version::Decided(version), true) = (req.version, plain) {
+            return self.delete_versioned(hash, key, held, version, clock);
+        }
+        let Some(found) = held.filter(|f| !self.is_tombstone(f.loc)) else {
             self.stats.delete_misses += 1;
             return DeleteOutcome::NotFound;
         };
@@ -150,7 +163,7 @@ impl Shard {
                 atime: item.atime(),
                 bits,
                 freq: item.freq(),
-                cas: req.new_cas,
+                cas: req.version.cas_over(None),
             };
             self.write_item(hash, &new_item, true);
             return DeleteOutcome::Deleted;
@@ -158,5 +171,55 @@ impl Shard {
         self.unlink(found);
         self.stats.delete_hits += 1;
         DeleteOutcome::Deleted
+    }
+
+    /// A delete carrying a cluster version: unless the key holds something
+    /// newer, it leaves a tombstone with that version (also where the key
+    /// was absent), so an older copy arriving later is refused and a reader
+    /// comparing versions sees the delete.
+    fn delete_versioned(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        held: Option<Found>,
+        version: u64,
+        clock: &Clock,
+    ) -> DeleteOutcome {
+        let was_live = held.is_some_and(|f| !self.is_tombstone(f.loc));
+        if was_live {
+            self.stats.delete_hits += 1;
+        } else {
+            self.stats.delete_misses += 1;
+        }
+        let outcome = if was_live {
+            DeleteOutcome::Deleted
+        } else {
+            DeleteOutcome::NotFound
+        };
+        let held_cas = held.map(|f| self.cas_of(f.loc));
+        if Version::Newer(version).superseded_by(held_cas) {
+            self.stats.versions_superseded += 1;
+            return outcome;
+        }
+        let tombstone = NewItem {
+            key,
+            value: (b"", b""),
+            flags: 0,
+            exptime: clock.expiry(self.tombstone_secs as i32),
+            atime: self.now,
+            bits: BIT_TOMBSTONE | BIT_FETCHED,
+            // Popular to S3-FIFO: items leave before tombstones do.
+            freq: MAX_FREQ,
+            cas: Some(version),
+        };
+        self.stats.tombstones_written += 1;
+        if self.write_item(hash, &tombstone, held.is_some()).is_none() {
+            // No room even for a tombstone: at least the value goes.
+            self.stats.tombstones_evicted += 1;
+            if let Some(found) = self.find(hash, key) {
+                self.unlink(found);
+            }
+        }
+        outcome
     }
 }
