@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zonecache_proto::{parse_response, Command, Response};
 
-use crate::error::Error;
+use crate::error::{Error, CONNECTION_CLOSED};
 
 /// A request on its way: its bytes and where its reply goes.
 struct Pending {
@@ -71,11 +71,11 @@ impl Connection {
         self.queue
             .send(Pending { bytes, reply })
             .await
-            .map_err(|_| Error::Connection("connection closed".into()))?;
+            .map_err(|_| Error::Connection("connection closed before sending".into()))?;
         let response = tokio::time::timeout(deadline, answer)
             .await
             .map_err(|_| Error::Timeout)?
-            .map_err(|_| Error::Connection("connection closed".into()))??;
+            .map_err(|_| Error::Connection(format!("{CONNECTION_CLOSED}: reply dropped")))??;
         Error::from_reply(response)
     }
 
@@ -158,7 +158,9 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
 fn fail_all(waiting: &Waiting, why: &str) {
     if let Ok(mut w) = waiting.lock() {
         for reply in w.drain(..) {
-            let _ = reply.send(Err(Error::Connection(why.into())));
+            let _ = reply.send(Err(Error::Connection(format!(
+                "{CONNECTION_CLOSED}: {why}"
+            ))));
         }
     }
 }

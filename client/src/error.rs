@@ -4,6 +4,10 @@ use std::fmt;
 
 use zonecache_proto::Response;
 
+/// How a connection that broke with requests in flight begins its error
+/// (they were sent, so they may have been applied).
+pub const CONNECTION_CLOSED: &str = "connection lost with the request in flight";
+
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -37,12 +41,18 @@ pub enum Error {
     /// The key is not there (`cas`, `delete`, `touch`, `incr`/`decr`).
     NotFound,
     /// Too few zones acknowledged a write for its write policy; the zones
-    /// that did keep it.
+    /// that did keep it, and in `unknown` zones the write may or may not
+    /// have been applied (the node took it but did not answer in time).
     WritePolicy {
         policy: &'static str,
         acked: usize,
+        unknown: usize,
         zones: usize,
     },
+    /// A conditional write (incr, cas, add, …) could not be decided: the
+    /// key's arbiter did not answer. With `unknown`, it may have applied
+    /// it (a later read shows); without, nothing changed. Retry later.
+    Undecided { unknown: bool, why: String },
 }
 
 impl fmt::Display for Error {
@@ -63,10 +73,25 @@ impl fmt::Display for Error {
             Error::WritePolicy {
                 policy,
                 acked,
+                unknown,
                 zones,
-            } => write!(
+            } => {
+                write!(
+                    f,
+                    "write policy {policy} not met: {acked} of {zones} zones acknowledged"
+                )?;
+                if *unknown > 0 {
+                    write!(f, ", outcome unknown in {unknown}")?;
+                }
+                Ok(())
+            }
+            Error::Undecided { unknown: true, why } => write!(
                 f,
-                "write policy {policy} not met: {acked} of {zones} zones acknowledged"
+                "outcome unknown: the key's arbiter did not answer ({why}); read the key before retrying"
+            ),
+            Error::Undecided { unknown: false, why } => write!(
+                f,
+                "not applied: the key's arbiter is unreachable ({why}); retry later"
             ),
         }
     }
@@ -89,6 +114,16 @@ impl Error {
         matches!(self, Error::Client(_) | Error::UnknownCommand)
     }
 
+    /// Whether a write that failed this way may still have been applied:
+    /// the request left, but no answer came back.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Timeout | Error::Protocol(_) => true,
+            Error::Connection(why) => why.starts_with(CONNECTION_CLOSED),
+            _ => false,
+        }
+    }
+
     /// Whether the node did not answer (so another zone should be tried).
     pub fn is_unanswered(&self) -> bool {
         matches!(
@@ -105,7 +140,9 @@ impl Error {
             Error::UnknownCommand => Response::Error,
             Error::Client(m) => Response::ClientError(text(m)),
             Error::Server(m) | Error::Shed(m) => Response::ServerError(text(m)),
-            policy @ Error::WritePolicy { .. } => Response::ServerError(text(&policy.to_string())),
+            policy @ (Error::WritePolicy { .. } | Error::Undecided { .. }) => {
+                Response::ServerError(text(&policy.to_string()))
+            }
             other => Response::ServerError(text(&format!("cluster: {other}"))),
         }
     }

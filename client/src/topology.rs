@@ -10,6 +10,7 @@
 //! fallback = ["b", "c"]            # zones to read from after the home zone
 //! read_repair = true               # copy hits from other zones home (default)
 //! batch_deadline_ms = 500          # batch lane calls between nodes
+//! hints_max_bytes = 67108864       # writes kept per unreachable peer
 //!
 //! [[zones]]
 //! name = "a"
@@ -81,6 +82,10 @@ fn default_read_ms() -> u64 {
 fn default_write_ms() -> u64 {
     50
 }
+fn default_hints_max() -> usize {
+    64 << 20
+}
+
 fn default_batch_ms() -> u64 {
     500
 }
@@ -144,6 +149,10 @@ pub struct ClusterConfig {
     pub read_repair: bool,
     #[serde(default = "default_batch_ms")]
     pub batch_deadline_ms: u64,
+    /// Bytes of missed writes (hints) kept per peer; beyond it the peer is
+    /// treated as cold (flushed) when it is back.
+    #[serde(default = "default_hints_max")]
+    pub hints_max_bytes: usize,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -219,6 +228,7 @@ impl ClusterConfig {
             fallback: Vec::new(),
             read_repair: true,
             batch_deadline_ms: default_batch_ms(),
+            hints_max_bytes: default_hints_max(),
             zones,
         }
     }
@@ -246,6 +256,7 @@ pub struct Overrides {
     pub write_deadline: Option<Duration>,
     pub read_repair: Option<bool>,
     pub batch_deadline: Option<Duration>,
+    pub hints_max_bytes: Option<usize>,
 }
 
 impl Overrides {
@@ -265,6 +276,9 @@ impl Overrides {
         }
         if let Some(d) = self.batch_deadline {
             t.batch_deadline = d;
+        }
+        if let Some(n) = self.hints_max_bytes {
+            t.hints_max_bytes = n;
         }
     }
 }
@@ -299,6 +313,8 @@ pub struct Topology {
     pub read_repair: bool,
     /// Deadline of batch-lane calls.
     pub batch_deadline: Duration,
+    /// Bytes of hints kept per peer.
+    pub hints_max_bytes: usize,
 }
 
 impl Topology {
@@ -375,6 +391,7 @@ impl Topology {
             read_deadline: Duration::from_millis(config.read_deadline_ms),
             write_deadline: Duration::from_millis(config.write_deadline_ms),
             batch_deadline: Duration::from_millis(config.batch_deadline_ms),
+            hints_max_bytes: config.hints_max_bytes,
         })
     }
 

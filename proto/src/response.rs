@@ -385,7 +385,8 @@ fn parse_values(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {
         }
         if let Some(rest) = line.strip_prefix(b"TOMBSTONE ") {
             let mut words = split_words(rest);
-            let (Some(key), Some(version), None) = (words.next(), words.next(), words.next()) else {
+            let (Some(key), Some(version), None) = (words.next(), words.next(), words.next())
+            else {
                 return Err(bad("bad TOMBSTONE line", line));
             };
             let version = parse_u64(version).ok_or_else(|| bad("bad version", line))?;

@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long = "write-deadline-ms", requires = "cluster_config")]
     pub write_deadline_ms: Option<u64>,
 
+    /// Bytes of missed writes (hints) kept per unreachable peer; beyond it
+    /// the peer is flushed when it is back (overrides the config).
+    #[arg(long = "hints-max", requires = "cluster_config")]
+    pub hints_max: Option<usize>,
+
     /// Turn read repair off (it is on unless the config says otherwise).
     #[arg(long = "no-read-repair", requires = "cluster_config")]
     pub no_read_repair: bool,

@@ -71,6 +71,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
                 write_deadline: config.write_deadline_ms.map(Duration::from_millis),
                 read_repair: config.no_read_repair.then_some(false),
                 batch_deadline: None,
+                hints_max_bytes: config.hints_max,
             };
             Some(Arc::new(Cluster::load(path, overrides)?))
         }

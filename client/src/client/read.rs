@@ -186,7 +186,7 @@ impl Client {
             .read_batches
             .fetch_add(groups.len() as u64, Ordering::Relaxed);
         let calls = groups.into_values().map(|group| async move {
-            let cmd = read_command(group.clone(), touch);
+            let cmd = read_command(group.clone(), touch, false);
             self.through_front(&group[0], &cmd, Kind::Read).await
         });
         let mut out = HashMap::new();

@@ -22,6 +22,8 @@ pub struct Item {
     pub value: Bytes,
     pub flags: u32,
     pub cas: u64,
+    /// A tombstone: deleted at version `cas`.
+    pub deleted: bool,
 }
 
 /// One call as the transport saw it: node id and command.
@@ -58,6 +60,7 @@ impl MemoryCluster {
             value: Bytes::copy_from_slice(value.as_bytes()),
             flags: 0,
             cas: s.next_cas,
+            deleted: false,
         };
         s.items
             .entry(node.to_string())
@@ -101,11 +104,35 @@ impl MemoryCluster {
         s.next_cas += 1;
         let next_cas = s.next_cas;
         let items = s.items.entry(node.to_string()).or_default();
+        // As a node's store: a versioned write applies only over older ones.
+        let superseded = |items: &HashMap<Bytes, Item>, key: &Bytes, version: Option<u64>| matches!((items.get(key), version), (Some(i), Some(v)) if i.cas >= v);
         Ok(match cmd {
+            Command::VersionedGet { keys, .. } => Response::Versioned {
+                values: keys
+                    .iter()
+                    .filter_map(|k| {
+                        items.get(k).filter(|i| !i.deleted).map(|i| Value {
+                            key: k.clone(),
+                            flags: i.flags,
+                            data: i.value.clone(),
+                            cas: Some(i.cas),
+                        })
+                    })
+                    .collect(),
+                deleted: keys
+                    .iter()
+                    .filter_map(|k| {
+                        items
+                            .get(k)
+                            .filter(|i| i.deleted)
+                            .map(|i| (k.clone(), i.cas))
+                    })
+                    .collect(),
+            },
             Command::Get { keys, cas } | Command::Gat { keys, cas, .. } => Response::Values(
                 keys.iter()
                     .filter_map(|k| {
-                        items.get(k).map(|i| Value {
+                        items.get(k).filter(|i| !i.deleted).map(|i| Value {
                             key: k.clone(),
                             flags: i.flags,
                             data: i.value.clone(),
@@ -114,7 +141,7 @@ impl MemoryCluster {
                     })
                     .collect(),
             ),
-            Command::MetaGet(m) => match items.get(&m.key) {
+            Command::MetaGet(m) => match items.get(&m.key).filter(|i| !i.deleted) {
                 None => meta(MetaCode::Miss, Vec::new(), None),
                 Some(i) => {
                     let mut flags = Vec::new();
@@ -139,13 +166,21 @@ impl MemoryCluster {
                 }
             },
             Command::MetaSet { meta: m, data } => {
-                if m.flags.mode == Some(b'E') && items.contains_key(&m.key) {
-                    return Ok(meta(MetaCode::NotStored, Vec::new(), None));
+                let add = m.flags.mode == Some(b'E');
+                let live = items.get(&m.key).is_some_and(|i| !i.deleted);
+                if superseded(items, &m.key, m.flags.new_cas) || (add && live) {
+                    let code = if add {
+                        MetaCode::NotStored
+                    } else {
+                        MetaCode::Header
+                    };
+                    return Ok(meta(code, Vec::new(), None));
                 }
                 let item = Item {
                     value: data.clone(),
                     flags: m.flags.client_flags.unwrap_or(0),
                     cas: m.flags.new_cas.unwrap_or(next_cas),
+                    deleted: false,
                 };
                 items.insert(m.key.clone(), item);
                 meta(MetaCode::Header, Vec::new(), None)
@@ -165,17 +200,36 @@ impl MemoryCluster {
                     value: st.data.clone(),
                     flags: st.flags,
                     cas: next_cas,
+                    deleted: false,
                 };
                 items.insert(st.key.clone(), item);
                 Response::Stored
             }
             Command::Delete { key, .. } => match items.remove(key) {
-                Some(_) => Response::Deleted,
-                None => Response::NotFound,
+                Some(i) if !i.deleted => Response::Deleted,
+                _ => Response::NotFound,
             },
+            Command::MetaDelete(m) => {
+                let live = items.get(&m.key).is_some_and(|i| !i.deleted);
+                let code = if live {
+                    MetaCode::Header
+                } else {
+                    MetaCode::NotFound
+                };
+                if !superseded(items, &m.key, m.flags.new_cas) {
+                    let tombstone = Item {
+                        value: Bytes::new(),
+                        flags: 0,
+                        cas: m.flags.new_cas.unwrap_or(next_cas),
+                        deleted: true,
+                    };
+                    items.insert(m.key.clone(), tombstone);
+                }
+                meta(code, Vec::new(), None)
+            }
             Command::Arith {
                 key, delta, incr, ..
-            } => match items.get_mut(key) {
+            } => match items.get_mut(key).filter(|i| !i.deleted) {
                 None => Response::NotFound,
                 Some(i) => {
                     let n: u64 = std::str::from_utf8(&i.value)

@@ -15,6 +15,7 @@
 //! uses its pools, a node also runs commands for itself without a hop, and
 //! the tests use an in-memory cluster (`memory.rs`).
 
+mod hints;
 #[cfg(test)]
 mod memory;
 mod plan;
@@ -36,6 +37,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
+pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};
 pub use write::set_as_meta;
@@ -65,6 +67,9 @@ pub struct ZoneStats {
     pub replication_failures: AtomicU64,
     /// Items found in this zone and written back to the home zone.
     pub read_repairs: AtomicU64,
+    /// Read repairs from this zone not made: the home node was down or
+    /// catching up, the copy failed, or too many copies were in flight.
+    pub read_repairs_skipped: AtomicU64,
 }
 
 /// What a call is, for its deadline.
@@ -83,25 +88,40 @@ pub struct Router {
     background: Arc<Semaphore>,
     /// Stamps fanned-out writes; kept across reloads so CAS only grows.
     cas: Arc<CasClock>,
+    /// Writes peers missed; kept across reloads.
+    pub hints: Arc<Hints>,
 }
 
 impl Router {
     /// A router for `topology`, stamping writes with CAS values tagged `tag`.
     pub fn new(topology: Topology, tag: u64) -> Router {
+        let hints = Arc::new(Hints::new(topology.hints_max_bytes));
         Router::with(
             topology,
             Arc::new(Semaphore::new(MAX_BACKGROUND)),
             Arc::new(CasClock::new(tag)),
+            hints,
         )
     }
 
     /// A router for a reloaded `topology` that keeps `previous`'s
     /// background bound and CAS clock.
     pub fn reloaded(topology: Topology, previous: &Router) -> Router {
-        Router::with(topology, previous.background.clone(), previous.cas.clone())
+        previous.hints.set_max_bytes(topology.hints_max_bytes);
+        Router::with(
+            topology,
+            previous.background.clone(),
+            previous.cas.clone(),
+            previous.hints.clone(),
+        )
     }
 
-    fn with(topology: Topology, background: Arc<Semaphore>, cas: Arc<CasClock>) -> Router {
+    fn with(
+        topology: Topology,
+        background: Arc<Semaphore>,
+        cas: Arc<CasClock>,
+        hints: Arc<Hints>,
+    ) -> Router {
         let zone_stats = Arc::new(
             topology
                 .zones
@@ -114,6 +134,7 @@ impl Router {
             zone_stats,
             background,
             cas,
+            hints,
         }
     }
 
@@ -168,25 +189,29 @@ impl Router {
             Route::MetaRead => self.meta_read(t, &key_of(&cmd), &cmd, lane).await,
             Route::FanOut { stamp } => {
                 let key = key_of(&cmd);
+                // Stock memcached (a one-zone cluster) may not know `E`; with
+                // one zone there is no other copy to agree with anyway.
+                let versioned = stamp && self.topology.zones.len() > 1;
                 if let Command::TooLarge { .. } = cmd {
                     // Rejected: drop the old value in every zone, then say
                     // why (or that the cluster could not drop it everywhere).
-                    let delete = Command::Delete {
-                        key: key.clone(),
-                        noreply: false,
-                    };
                     let message = Bytes::from_static(TOO_LARGE_MESSAGE.as_bytes());
                     return self
-                        .fan_out(t, &key, delete, lane)
+                        .delete_everywhere(t, &key, versioned, lane)
                         .await
                         .map(|_| Response::ServerError(message));
                 }
-                // Stock memcached (a one-zone cluster) may not know `E`; with
-                // one zone there is no other copy to agree with anyway.
-                if !stamp || self.topology.zones.len() < 2 {
+                if !versioned {
                     return self.fan_out(t, &key, cmd, lane).await;
                 }
                 match cmd {
+                    Command::Delete { .. } => self.delete_everywhere(t, &key, true, lane).await,
+                    Command::MetaDelete(mut meta) => {
+                        meta.flags
+                            .set(b'E', self.cas.next().to_string())
+                            .expect("a number is a valid E");
+                        self.fan_out(t, &key, Command::MetaDelete(meta), lane).await
+                    }
                     Command::Store(s) => {
                         let ms = set_as_meta(&s.key, s.data, s.flags, s.exptime, self.cas.next());
                         self.fan_out(t, &key, ms, lane)
@@ -200,7 +225,7 @@ impl Router {
                         self.fan_out(t, &key, Command::MetaSet { meta, data }, lane)
                             .await
                     }
-                    _ => unreachable!("plan stamps set and ms only"),
+                    _ => unreachable!("plan stamps set, ms, delete and md only"),
                 }
             }
             Route::Arbitrate { deletes } => {

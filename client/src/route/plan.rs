@@ -14,10 +14,11 @@ pub enum Route {
     MetaRead,
     /// A plain write (`set`, `ms` in set mode, `delete`, `touch`, plain
     /// `md`): to the owner in every zone at once, acknowledged per the write
-    /// policy. `stamp`: the write gets one cluster-wide CAS first, so every
-    /// zone's copy has the same one (a text `set` travels as `ms … E`). A
-    /// `set`/`ms` rejected as too large travels as a delete: memcached drops
-    /// the old value of a store it rejects, so no zone may keep it.
+    /// policy. `stamp`: the write gets one cluster-wide version first, so
+    /// every zone's copy has the same one and a delete leaves a tombstone
+    /// with it (a text `set` travels as `ms … E`, a `delete` as `md … E`).
+    /// A `set`/`ms` rejected as too large travels as a delete: memcached
+    /// drops the old value of a store it rejects, so no zone may keep it.
     FanOut { stamp: bool },
     /// A conditional write (`add`, `replace`, `append`, `prepend`, `cas`,
     /// `incr`, `decr`, `ma`, `ms` with a mode or `C`, `md` with `C`/`I`/`x`):
@@ -45,8 +46,9 @@ pub fn plan(cmd: &Command) -> Route {
         Command::MetaGet(_) => Route::MetaRead,
         Command::Store(s) if s.mode == StoreMode::Set => Route::FanOut { stamp: true },
         Command::MetaSet { meta, .. } if is_plain_set(&meta.flags) => Route::FanOut { stamp: true },
-        Command::Delete { .. } | Command::Touch { .. } => Route::FanOut { stamp: false },
-        Command::MetaDelete(meta) if is_plain_delete(&meta.flags) => Route::FanOut { stamp: false },
+        Command::Delete { .. } => Route::FanOut { stamp: true },
+        Command::Touch { .. } => Route::FanOut { stamp: false },
+        Command::MetaDelete(meta) if is_plain_delete(&meta.flags) => Route::FanOut { stamp: true },
         Command::MetaDelete(meta) => Route::Arbitrate {
             deletes: !meta.flags.invalidate && !meta.flags.remove_value,
         },
@@ -57,7 +59,7 @@ pub fn plan(cmd: &Command) -> Route {
         Command::TooLarge {
             remove_existing: true,
             ..
-        } => Route::FanOut { stamp: false },
+        } => Route::FanOut { stamp: true },
         Command::FlushAll { .. } => Route::Everywhere,
         Command::Version
         | Command::Verbosity { .. }
@@ -102,11 +104,11 @@ mod tests {
         assert_eq!(route("mg a v\r\n"), Route::MetaRead);
         assert_eq!(route("set a 0 0 1\r\nx\r\n"), Route::FanOut { stamp: true });
         assert_eq!(route("ms a 1 T5\r\nx\r\n"), Route::FanOut { stamp: true });
-        assert_eq!(route("delete a\r\n"), Route::FanOut { stamp: false });
+        assert_eq!(route("delete a\r\n"), Route::FanOut { stamp: true });
         assert_eq!(route("touch a 5\r\n"), Route::FanOut { stamp: false });
-        assert_eq!(route("md a q\r\n"), Route::FanOut { stamp: false });
+        assert_eq!(route("md a q\r\n"), Route::FanOut { stamp: true });
         let too_large = format!("set a 0 0 {}\r\n", 2 << 20);
-        assert_eq!(route(&too_large), Route::FanOut { stamp: false });
+        assert_eq!(route(&too_large), Route::FanOut { stamp: true });
         let add_too_large = format!("add a 0 0 {}\r\n", 2 << 20);
         assert!(
             route(&add_too_large).is_local(),

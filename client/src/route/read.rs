@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, Response, Value};
+use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, MetaResponse, Response, Value};
 
 use super::write::set_as_meta;
-use super::{Kind, Router, Transport};
+use super::{Kind, Router, Transport, ZoneStats};
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::NodeConfig;
@@ -26,6 +26,8 @@ pub struct Found {
     /// Set when some key got no answer from any zone (every zone tried
     /// failed): its miss is not a real miss.
     pub unanswered: Option<Error>,
+    /// Keys a zone knows were deleted (a tombstone ended their search).
+    pub deleted: HashSet<Bytes>,
     /// Zones asked, in order (for spans).
     pub zones_tried: usize,
 }
@@ -47,6 +49,7 @@ impl Router {
         // Keys that some zone answered for (a miss there is a real miss).
         let mut answered: HashSet<Bytes> = Default::default();
         let deadline = self.deadline(lane, Kind::Read);
+        let versioned = self.topology.zones.len() > 1;
         for (zi, zone) in self.topology.zones.iter().enumerate() {
             if missing.is_empty() {
                 break;
@@ -62,27 +65,41 @@ impl Router {
                     .push(k.clone());
             }
             let calls = groups.into_values().map(|(node, group)| {
-                let cmd = read_command(group.clone(), touch);
-                async move { (group, t.call(node, &cmd, lane, deadline).await) }
+                let cmd = read_command(group.clone(), touch, versioned);
+                async move {
+                    // A node that missed this router's writes serves none of
+                    // its reads until it has them.
+                    if self.hints.is_behind(node) {
+                        let why = format!("{} is catching up on missed writes", node.id);
+                        return (group, Err(Error::Connection(why)));
+                    }
+                    (group, t.call(node, &cmd, lane, deadline).await)
+                }
             });
             for (group, reply) in join_all(calls).await {
-                match reply {
-                    Ok(Response::Values(values)) => {
-                        answered.extend(group);
-                        for v in values {
-                            if zi > 0 {
-                                self.fallback_hit(t, zi, &v.key, lane);
-                            }
-                            found.values.insert(v.key.clone(), v);
-                        }
+                let (values, deleted) = match reply {
+                    Ok(Response::Values(values)) => (values, Vec::new()),
+                    Ok(Response::Versioned { values, deleted }) => (values, deleted),
+                    Ok(_) => (Vec::new(), Vec::new()),
+                    Err(e) => {
+                        found.unanswered = Some(e);
+                        continue;
                     }
-                    Ok(_) => {
-                        answered.extend(group);
+                };
+                answered.extend(group);
+                for v in values {
+                    if zi > 0 {
+                        self.fallback_hit(t, zi, &v.key, lane);
                     }
-                    Err(e) => found.unanswered = Some(e),
+                    found.values.insert(v.key.clone(), v);
+                }
+                // A zone that knows the key was deleted ends its search: any
+                // copy further on is older or, at best, a miss is honest.
+                for (key, _) in deleted {
+                    found.deleted.insert(key);
                 }
             }
-            missing.retain(|k| !found.values.contains_key(k));
+            missing.retain(|k| !found.values.contains_key(k) && !found.deleted.contains(k));
         }
         if missing.iter().all(|k| answered.contains(k)) {
             found.unanswered = None;
@@ -90,8 +107,9 @@ impl Router {
         found
     }
 
-    /// A single-key meta read (`mg`): the home owner first, then the other
-    /// zones while it misses.
+    /// A single-key meta read (`mg`): the home owner first; on a miss the
+    /// zones are searched as a multi-key read searches them, and the
+    /// request goes to the zone holding the newest copy.
     pub async fn meta_read<T: Transport>(
         &self,
         t: &T,
@@ -99,22 +117,60 @@ impl Router {
         cmd: &Command,
         lane: Lane,
     ) -> Result<Response, Error> {
-        let mut last = Err(Error::Timeout);
         let deadline = self.deadline(lane, Kind::Read);
+        let home = self.topology.zones[0].owner(key);
+        let first = if self.hints.is_behind(home) {
+            Err(Error::Connection(format!(
+                "{} is catching up on missed writes",
+                home.id
+            )))
+        } else {
+            t.call(home, cmd, lane, deadline).await
+        };
+        let hit = matches!(&first, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
+        if hit || self.topology.zones.len() < 2 {
+            return first;
+        }
+        // Which zone has it, unless a zone that knows of a delete ends the
+        // search first (home's own answer included: `mg` hides tombstones).
+        let mut answered = first.is_ok();
+        let mut error = first.as_ref().err().cloned();
         for (zi, zone) in self.topology.zones.iter().enumerate() {
-            let reply = t.call(zone.owner(key), cmd, lane, deadline).await;
-            let hit = matches!(&reply, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
-            if hit {
+            let node = zone.owner(key);
+            if self.hints.is_behind(node) {
+                continue;
+            }
+            let probe = read_command(vec![key.clone()], None, true);
+            let (values, deleted) = match t.call(node, &probe, lane, deadline).await {
+                Ok(Response::Values(values)) => (values, Vec::new()),
+                Ok(Response::Versioned { values, deleted }) => (values, deleted),
+                Ok(_) => (Vec::new(), Vec::new()),
+                Err(e) => {
+                    error = Some(e);
+                    continue;
+                }
+            };
+            answered = true;
+            if !deleted.is_empty() {
+                break;
+            }
+            if values.is_empty() {
+                continue;
+            }
+            let reply = t.call(node, cmd, lane, deadline).await;
+            if matches!(&reply, Ok(Response::Meta(m)) if m.code != MetaCode::Miss) {
                 if zi > 0 {
                     self.fallback_hit(t, zi, key, lane);
                 }
                 return reply;
             }
-            if reply.is_ok() || last.is_err() {
-                last = reply;
-            }
+            break;
         }
-        last
+        match (first, answered) {
+            (Ok(home_miss), _) => Ok(home_miss),
+            (Err(_), true) => Ok(miss_reply(cmd)),
+            (Err(e), false) => Err(error.unwrap_or(e)),
+        }
     }
 
     /// A read missed at home and hit in zone `zone`: count it, and (read
@@ -129,29 +185,42 @@ impl Router {
         if !self.topology.read_repair || lane == Lane::Batch {
             return;
         }
+        let skipped =
+            |stats: &ZoneStats| stats.read_repairs_skipped.fetch_add(1, Ordering::Relaxed);
+        let home = self.topology.zones[0].owner(key).clone();
+        if self.hints.is_behind(&home) {
+            skipped(&self.zone_stats[zone]);
+            return;
+        }
         let Ok(permit) = self.background.clone().try_acquire_owned() else {
-            self.zone_stats[0]
-                .replication_failures
-                .fetch_add(1, Ordering::Relaxed);
+            skipped(&self.zone_stats[zone]);
             return;
         };
         let source = self.topology.zones[zone].owner(key).clone();
-        let home = self.topology.zones[0].owner(key).clone();
         let deadline = self.deadline(lane, Kind::Write);
         let (t, key, stats) = (t.clone(), key.clone(), self.zone_stats.clone());
         tokio::spawn(async move {
-            if let Some(Command::MetaSet { mut meta, data }) =
-                read_item(&t, &source, &key, deadline).await
-            {
-                meta.flags
-                    .set(b'M', Bytes::from_static(b"E"))
-                    .expect("E is a mode");
-                let copy = Command::MetaSet { meta, data };
-                if let Ok(Response::Meta(m)) = t.call(&home, &copy, Lane::Realtime, deadline).await
-                {
-                    if m.code == MetaCode::Header {
-                        stats[zone].read_repairs.fetch_add(1, Ordering::Relaxed);
-                    }
+            // The copy carries the source's version as an `add`: the home
+            // node refuses it over anything newer, tombstones included.
+            let copy = match read_item(&t, &source, &key, deadline).await {
+                Some(Command::MetaSet { mut meta, data }) => {
+                    meta.flags
+                        .set(b'M', Bytes::from_static(b"E"))
+                        .expect("E is a mode");
+                    Command::MetaSet { meta, data }
+                }
+                _ => {
+                    skipped(&stats[zone]);
+                    return;
+                }
+            };
+            match t.call(&home, &copy, Lane::Realtime, deadline).await {
+                Ok(Response::Meta(m)) if m.code == MetaCode::Header => {
+                    stats[zone].read_repairs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    skipped(&stats[zone]);
                 }
             }
             drop(permit);
@@ -197,8 +266,12 @@ pub(super) async fn read_item<T: Transport>(
 }
 
 /// The read of `keys` (with flags and CAS): `gets`, or `gats` when it
-/// also sets a new expiry.
-pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>) -> Command {
+/// also sets a new expiry; `versioned`: `zc_gets`/`zc_gats`, which also
+/// report tombstones (nodes of a multi-zone cluster).
+pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>, versioned: bool) -> Command {
+    if versioned {
+        return Command::VersionedGet { keys, touch };
+    }
     match touch {
         Some(exptime) => Command::Gat {
             exptime,
@@ -207,4 +280,22 @@ pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>) -> Command {
         },
         None => Command::Get { keys, cas: true },
     }
+}
+
+/// What a miss of `mg` looks like to the client that sent it.
+fn miss_reply(cmd: &Command) -> Response {
+    let Command::MetaGet(meta) = cmd else {
+        return Response::Values(Vec::new());
+    };
+    let mut flags = Vec::new();
+    for t in &meta.flags.tokens {
+        if matches!(t.flag, b'O' | b'k') {
+            flags.push(t.clone());
+        }
+    }
+    Response::Meta(MetaResponse {
+        code: MetaCode::Miss,
+        flags,
+        value: None,
+    })
 }

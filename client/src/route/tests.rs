@@ -1,16 +1,18 @@
 //! The router's rules against an in-memory cluster: fallback order, partial
-//! multi-get fallback, write-policy counting, one CAS per write, arbitration.
+//! multi-get fallback, write-policy counting, one CAS per write, arbitration,
+//! tombstones and hints.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use zonecache_proto::{Command, Response, Store, StoreMode};
+use zonecache_proto::{Command, MetaCode, Response, Store, StoreMode};
 
 use super::memory::MemoryCluster;
 use super::{CasClock, Router};
 use crate::error::Error;
 use crate::lane::Lane;
-use crate::topology::{ClusterConfig, Topology, WritePolicy};
+use crate::topology::{ClusterConfig, NodeConfig, Topology, WritePolicy};
 
 /// Zones a (a1, a2), b (b1, b2), c (c1); home zone a, reads fall back to
 /// c before b; conditional writes are decided in config order a, b, c.
@@ -36,6 +38,11 @@ fn router(policy: WritePolicy) -> Router {
 fn owner(r: &Router, zone: &str, key: &str) -> String {
     let z = r.topology.zones.iter().find(|z| z.name == zone).unwrap();
     z.owner(key.as_bytes()).id.clone()
+}
+
+/// The node called `id`.
+fn node(r: &Router, id: &str) -> NodeConfig {
+    r.topology.nodes().find(|n| n.id == id).unwrap().clone()
 }
 
 fn get(keys: &[&str]) -> Command {
@@ -122,7 +129,7 @@ async fn a_multi_get_asks_each_owner_once_and_sends_only_missing_keys_on() {
         let sent: usize = in_zone
             .iter()
             .map(|c| match &c.cmd {
-                Command::Get { keys, .. } => keys.len(),
+                Command::VersionedGet { keys, .. } => keys.len(),
                 other => panic!("{other:?}"),
             })
             .sum();
@@ -150,6 +157,7 @@ async fn the_write_policy_counts_the_zones_that_acknowledged() {
         Err(Error::WritePolicy {
             policy: "all-minus-one",
             acked: 1,
+            unknown: 0,
             zones: 3
         })
     );
@@ -189,7 +197,7 @@ async fn a_set_carries_one_cas_into_every_zone() {
 }
 
 #[tokio::test]
-async fn a_conditional_write_is_decided_by_the_first_zone_that_answers_then_copied() {
+async fn a_conditional_write_is_decided_by_its_arbiter_only_then_copied() {
     let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
     for zone in ["a", "b", "c"] {
         m.put(&owner(&r, zone, "n"), "n", "5");
@@ -206,16 +214,81 @@ async fn a_conditional_write_is_decided_by_the_first_zone_that_answers_then_copi
     );
     let arbiter = m.take_calls()[0].node.clone();
     assert_eq!(arbiter, owner(&r, "a", "n"), "config order decides");
-    // With zone a's owner down, zone b decides; every live zone agrees.
-    m.set_down(&owner(&r, "a", "n"), true);
-    assert_eq!(
-        r.run(&m, incr(), Lane::Realtime).await,
-        Ok(Response::Number(7))
-    );
     let b = m.item(&owner(&r, "b", "n"), "n").unwrap();
     let c = m.item(&owner(&r, "c", "n"), "n").unwrap();
-    assert_eq!(b.value, "7");
+    assert_eq!(b.value, "6");
     assert_eq!(b, c, "the arbiter's item (value and CAS) is copied");
+    // With the arbiter down no other zone decides: it could decide from an
+    // older value, and a later answer would contradict an earlier one.
+    m.set_down(&arbiter, true);
+    let refused = r.run(&m, incr(), Lane::Realtime).await;
+    assert!(
+        matches!(refused, Err(Error::Undecided { unknown: false, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(m.item(&owner(&r, "b", "n"), "n").unwrap().value, "6");
+}
+
+#[tokio::test]
+async fn a_node_that_missed_writes_gets_them_before_it_serves_or_decides() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let arbiter = owner(&r, "a", "n");
+    m.set_down(&arbiter, true);
+    assert_eq!(
+        r.run(&m, set("n", "10"), Lane::Realtime).await,
+        Ok(Response::Stored)
+    );
+    assert!(r.hints.is_behind(&node(&r, &arbiter)));
+    // Back up, but not yet given the set: reads skip it.
+    m.set_down(&arbiter, false);
+    m.put(&arbiter, "n", "stale");
+    let home_read = values(r.run(&m, get(&["n"]), Lane::Batch).await);
+    assert_eq!(home_read, vec![("n".to_string(), "10".to_string())]);
+    // A conditional write replays the missed set first, then decides.
+    let incr = Command::Arith {
+        key: Bytes::from_static(b"n"),
+        delta: 1,
+        incr: true,
+        noreply: false,
+    };
+    assert_eq!(
+        r.run(&m, incr, Lane::Realtime).await,
+        Ok(Response::Number(11))
+    );
+    assert!(!r.hints.is_behind(&node(&r, &arbiter)));
+    assert_eq!(r.hints.stats.replayed.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_tombstone_ends_the_search_so_an_older_copy_is_never_served() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    for zone in ["a", "b", "c"] {
+        m.put(&owner(&r, zone, "k"), "k", "old");
+    }
+    let c = owner(&r, "c", "k");
+    m.set_down(&c, true);
+    let delete = Command::Delete {
+        key: Bytes::from_static(b"k"),
+        noreply: false,
+    };
+    assert_eq!(
+        r.run(&m, delete, Lane::Realtime).await,
+        Ok(Response::Deleted)
+    );
+    // Zone c comes back with its old copy, and this router's hint for it is
+    // lost (as if another front had sent the delete).
+    m.set_down(&c, false);
+    let other_front = router(WritePolicy::AllMinusOne);
+    assert!(values(other_front.run(&m, get(&["k"]), Lane::Realtime).await).is_empty());
+    let mg = Command::MetaGet(zonecache_proto::Meta {
+        key: Bytes::from_static(b"k"),
+        flags: Default::default(),
+    });
+    let reply = other_front.run(&m, mg, Lane::Realtime).await.unwrap();
+    assert!(
+        matches!(&reply, Response::Meta(r) if r.code == MetaCode::Miss),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test]
@@ -271,6 +344,7 @@ async fn a_store_rejected_as_too_large_drops_the_old_value_in_every_zone() {
         Ok(Response::ServerError("object too large for cache".into()))
     );
     for zone in ["a", "b", "c"] {
-        assert_eq!(m.item(&owner(&r, zone, "k"), "k"), None, "zone {zone}");
+        let left = m.item(&owner(&r, zone, "k"), "k");
+        assert!(left.is_some_and(|i| i.deleted), "zone {zone}: a tombstone");
     }
 }

@@ -45,17 +45,25 @@ impl Router {
                     .enumerate()
                     .map(|(zi, zone)| {
                         let (t, node, cmd) = (t.clone(), zone.owner(key).clone(), cmd.clone());
-                        async move { (zi, t.call(&node, &cmd, lane, deadline).await) }
+                        async move {
+                            let reply = t.call(&node, &cmd, lane, deadline).await;
+                            (zi, node, reply)
+                        }
                     })
                     .collect();
                 let stats = self.zone_stats.clone();
+                let (hints, t) = (self.hints.clone(), t.clone());
+                let hinted = zones > 1;
                 tokio::spawn(async move {
-                    while let Some((zi, reply)) = copies.next().await {
+                    while let Some((zi, node, reply)) = copies.next().await {
                         // Counted here: the caller may have had its answer already.
                         if matches!(&reply, Err(e) if !e.is_refusal()) {
                             stats[zi]
                                 .replication_failures
                                 .fetch_add(1, Ordering::Relaxed);
+                            if hinted {
+                                hints.push(&t, &node, cmd.clone());
+                            }
                         }
                         let _ = tx.try_send((zi, reply));
                     }
@@ -70,13 +78,16 @@ impl Router {
                 drop(tx);
             }
         }
-        let (mut acks, mut first_ack) = (0, None);
+        let (mut acks, mut unknown, mut first_ack) = (0, 0, None);
         while let Some((zi, reply)) = rx.recv().await {
             match reply {
                 // A node that answered (even NOT_FOUND, or a client error)
                 // acknowledged; only silence and server errors do not.
                 Err(ref e) if !e.is_refusal() => {
                     tracing::debug!(zone = %self.topology.zones[zi].name, error = %e, "copy failed");
+                    if e.may_have_applied() {
+                        unknown += 1;
+                    }
                 }
                 _ => {
                     acks += 1;
@@ -96,12 +107,57 @@ impl Router {
             _ => Err(Error::WritePolicy {
                 policy: self.topology.write_policy.name(),
                 acked: acks,
+                unknown,
                 zones,
             }),
         }
     }
 
-    /// A conditional write: decided by the arbiter, then copied to the other zones.
+    /// A delete in every zone: with `versioned`, as `md … E<version>` so
+    /// each zone keeps a tombstone; answered as the text `delete` is.
+    pub async fn delete_everywhere<T: Transport>(
+        &self,
+        t: &T,
+        key: &Bytes,
+        versioned: bool,
+        lane: Lane,
+    ) -> Result<Response, Error> {
+        if !versioned {
+            let delete = Command::Delete {
+                key: key.clone(),
+                noreply: false,
+            };
+            return self.fan_out(t, key, delete, lane).await;
+        }
+        let reply = self
+            .fan_out(t, key, self.versioned_delete(key), lane)
+            .await?;
+        Ok(match reply {
+            Response::Meta(m) if m.code == MetaCode::Header => Response::Deleted,
+            Response::Meta(m) if m.code == MetaCode::NotFound => Response::NotFound,
+            other => other,
+        })
+    }
+
+    /// `md <key> E<next version>`.
+    fn versioned_delete(&self, key: &Bytes) -> Command {
+        let mut flags = MetaFlags::default();
+        flags
+            .set(b'E', self.cas.next().to_string())
+            .expect("a number is a valid E");
+        Command::MetaDelete(Meta {
+            key: key.clone(),
+            flags,
+        })
+    }
+
+    /// A conditional write: decided by the key's arbiter (its owner in the
+    /// first config zone), then copied to the other zones. There is no
+    /// second arbiter: one that took over while the first is unreachable
+    /// could decide from an older value, and a later reply would contradict
+    /// an earlier one. So while the arbiter is unreachable — or has not yet
+    /// been given the writes it missed — conditional writes of its keys fail
+    /// with [`Error::Undecided`], saying whether they may have applied.
     pub async fn arbitrate<T: Transport>(
         &self,
         t: &T,
@@ -111,33 +167,34 @@ impl Router {
         lane: Lane,
     ) -> Result<Response, Error> {
         let deadline = self.deadline(lane, Kind::Write);
-        let mut last = Err(Error::Connection("no zone reachable".into()));
-        for &zi in &self.topology.arbiter_order {
-            let arbiter = self.topology.zones[zi].owner(key).clone();
-            let reply = t.call(&arbiter, &cmd, lane, deadline).await;
-            match reply {
-                Err(ref e) if e.is_unanswered() => {
-                    last = reply;
-                    continue;
-                }
-                Ok(ref r) if changed(r) && self.topology.zones.len() > 1 => {
-                    let copy = if is_delete {
-                        Some(Command::Delete {
-                            key: key.clone(),
-                            noreply: false,
-                        })
-                    } else {
-                        read_item(t, &arbiter, key, deadline).await
-                    };
-                    if let Some(copy) = copy {
-                        self.copy_to_others(t, key, zi, copy, lane).await;
-                    }
-                    return reply;
-                }
-                other => return other,
+        let zi = self.topology.arbiter_order[0];
+        let arbiter = self.topology.zones[zi].owner(key).clone();
+        if self.hints.is_behind(&arbiter) && !self.hints.replay(t, &arbiter.id, deadline).await {
+            return Err(Error::Undecided {
+                unknown: false,
+                why: format!("{} has not caught up with the writes it missed", arbiter.id),
+            });
+        }
+        let reply = match t.call(&arbiter, &cmd, lane, deadline).await {
+            Err(e) if e.is_unanswered() => {
+                return Err(Error::Undecided {
+                    unknown: e.may_have_applied(),
+                    why: format!("{}: {e}", arbiter.id),
+                })
+            }
+            other => other,
+        };
+        if matches!(&reply, Ok(r) if changed(r)) && self.topology.zones.len() > 1 {
+            let copy = if is_delete {
+                Some(self.versioned_delete(key))
+            } else {
+                read_item(t, &arbiter, key, deadline).await
+            };
+            if let Some(copy) = copy {
+                self.copy_to_others(t, key, zi, copy, lane).await;
             }
         }
-        last
+        reply
     }
 
     async fn copy_to_others<T: Transport>(
@@ -159,10 +216,14 @@ impl Router {
                 let node = zone.owner(key);
                 let copy = &copy;
                 async move {
-                    if t.call(node, copy, lane, deadline).await.is_err() {
-                        self.zone_stats[zi]
-                            .replication_failures
-                            .fetch_add(1, Ordering::Relaxed);
+                    match t.call(node, copy, lane, deadline).await {
+                        Err(e) if !e.is_refusal() => {
+                            self.zone_stats[zi]
+                                .replication_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.hints.push(t, node, copy.clone());
+                        }
+                        _ => {}
                     }
                 }
             });

@@ -62,6 +62,15 @@ impl ClusterView {
                 self.router.background_in_flight().to_string(),
             ),
         ];
+        let h = &self.router.hints.stats;
+        for (name, value) in [
+            ("hints_queued", &h.queued),
+            ("hints_replayed", &h.replayed),
+            ("hints_dropped", &h.dropped),
+            ("hints_cold_flushes", &h.cold_flushes),
+        ] {
+            out.push((name.to_string(), load(value).to_string()));
+        }
         for (z, s) in t.zones.iter().zip(self.router.zone_stats.iter()) {
             let name = &z.name;
             out.push((format!("{name}:nodes"), z.nodes.len().to_string()));
@@ -72,6 +81,10 @@ impl ClusterView {
             out.push((
                 format!("{name}:read_repairs"),
                 load(&s.read_repairs).to_string(),
+            ));
+            out.push((
+                format!("{name}:read_repairs_skipped"),
+                load(&s.read_repairs_skipped).to_string(),
             ));
             out.push((
                 format!("{name}:replication_failures"),

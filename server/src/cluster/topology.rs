@@ -96,6 +96,7 @@ mod tests {
             write_deadline: None,
             read_repair: Some(false),
             batch_deadline: None,
+            hints_max_bytes: None,
         }
         .apply(&mut t);
         assert_eq!(t.write_policy, WritePolicy::All);

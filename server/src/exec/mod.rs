@@ -134,7 +134,12 @@ impl Executor {
 
     /// A peer's `zc_gets`: hits with their versions, and the tombstones of
     /// keys deleted at a known version.
-    fn read_versions(&self, keys: &[Bytes], touch: Option<i32>, counters: &mut ConnCounters) -> Response {
+    fn read_versions(
+        &self,
+        keys: &[Bytes],
+        touch: Option<i32>,
+        counters: &mut ConnCounters,
+    ) -> Response {
         match touch {
             None => counters.cmd_get += keys.len() as u64,
             Some(_) => counters.cmd_touch += keys.len() as u64,

@@ -273,7 +273,10 @@ fn versioned_copies_converge_whatever_order_they_arrive_in() {
     assert_eq!(set_v(&mut s, &clock, "k", b"old", 100), StoreStatus::Stored);
     assert_eq!(get(&mut s, &clock, "k"), Some(b"new".to_vec()));
     assert_eq!(s.stats.versions_superseded, 1);
-    assert_eq!(versioned(&mut s, &clock, "k"), Some((false, 200, b"new".to_vec())));
+    assert_eq!(
+        versioned(&mut s, &clock, "k"),
+        Some((false, 200, b"new".to_vec()))
+    );
 }
 
 #[test]
@@ -281,8 +284,15 @@ fn a_versioned_delete_leaves_a_tombstone_no_older_copy_passes() {
     let (mut s, clock) = shard(64 << 20);
     set_v(&mut s, &clock, "k", b"old", 100);
     assert_eq!(delete_v(&mut s, &clock, "k", 150), DeleteOutcome::Deleted);
-    assert_eq!(get(&mut s, &clock, "k"), None, "a tombstone reads as a miss");
-    assert_eq!(versioned(&mut s, &clock, "k"), Some((true, 150, Vec::new())));
+    assert_eq!(
+        get(&mut s, &clock, "k"),
+        None,
+        "a tombstone reads as a miss"
+    );
+    assert_eq!(
+        versioned(&mut s, &clock, "k"),
+        Some((true, 150, Vec::new()))
+    );
     // The old value arriving late (a hint, a copy, a read repair) stays out.
     assert_eq!(set_v(&mut s, &clock, "k", b"old", 100), StoreStatus::Stored);
     let mut repair = StoreRequest::new(StoreKind::Add, b"k", b"old", 0, 0);
@@ -300,15 +310,28 @@ fn a_versioned_delete_leaves_a_tombstone_no_older_copy_passes() {
 #[test]
 fn a_delete_of_an_absent_key_still_remembers_its_version() {
     let (mut s, clock) = shard(64 << 20);
-    assert_eq!(delete_v(&mut s, &clock, "gone", 150), DeleteOutcome::NotFound);
+    assert_eq!(
+        delete_v(&mut s, &clock, "gone", 150),
+        DeleteOutcome::NotFound
+    );
     let mut stats = Default::default();
     s.add_stats(&mut stats);
-    assert_eq!((stats.curr_items, stats.tombstones), (0, 1), "a tombstone is no item");
-    assert_eq!(set_v(&mut s, &clock, "gone", b"late", 120), StoreStatus::Stored);
+    assert_eq!(
+        (stats.curr_items, stats.tombstones),
+        (0, 1),
+        "a tombstone is no item"
+    );
+    assert_eq!(
+        set_v(&mut s, &clock, "gone", b"late", 120),
+        StoreStatus::Stored
+    );
     assert_eq!(get(&mut s, &clock, "gone"), None);
     // A delete older than the value held does not remove it.
     set_v(&mut s, &clock, "kept", b"v", 500);
-    assert_eq!(delete_v(&mut s, &clock, "kept", 400), DeleteOutcome::Deleted);
+    assert_eq!(
+        delete_v(&mut s, &clock, "kept", 400),
+        DeleteOutcome::Deleted
+    );
     assert_eq!(get(&mut s, &clock, "kept"), Some(b"v".to_vec()));
 }
 
@@ -349,7 +372,10 @@ fn tombstones_expire_and_are_not_counted_as_reclaimed_items() {
     assert_eq!(versioned(&mut s, &clock, "k"), None);
     let mut stats = Default::default();
     s.add_stats(&mut stats);
-    assert_eq!((stats.tombstones, stats.reclaimed, stats.get_expired), (0, 0, 0));
+    assert_eq!(
+        (stats.tombstones, stats.reclaimed, stats.get_expired),
+        (0, 0, 0)
+    );
 }
 
 #[test]
