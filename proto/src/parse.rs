@@ -520,6 +520,7 @@ impl RequestParser {
             b"version" => Command::Version,
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
+            b"zc_sync" if n == 2 => Command::PeerSync { node: slice(1) },
             b"stats" => Command::Stats {
                 args: (1..n).map(slice).collect(),
             },

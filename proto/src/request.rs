@@ -130,6 +130,12 @@ pub enum Command {
         /// `gats`: include the CAS unique.
         cas: bool,
     },
+    /// `zc_sync <node>`: a node back from a stall asks a peer to give it
+    /// every write it missed (the peer's hints for it) before answering.
+    PeerSync {
+        /// The asking node's id.
+        node: Bytes,
+    },
     /// `zc_gets <key>*` / `zc_gats <exptime> <key>*`: a peer's read that
     /// compares versions. Like `gets`/`gats`, but a key deleted at a known
     /// version answers with its tombstone (see [`Response::Versioned`]).
@@ -257,6 +263,7 @@ impl Command {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
             }
+            Command::PeerSync { node } => push_key_line(out, "zc_sync", std::slice::from_ref(node)),
             Command::VersionedGet { keys, touch } => match touch {
                 Some(exptime) => {
                     out.extend_from_slice(b"zc_gats ");

@@ -238,6 +238,20 @@ impl Router {
                 };
                 self.flush_everywhere(t, delay).await.map(|()| Response::Ok)
             }
+            Route::Sync => {
+                let Command::PeerSync { node } = cmd else {
+                    unreachable!("plan syncs zc_sync only")
+                };
+                let id = String::from_utf8_lossy(&node);
+                let deadline = self.deadline(lane, Kind::Write);
+                if self.hints.replay(t, &id, deadline).await {
+                    Ok(Response::Ok)
+                } else {
+                    Err(Error::Server(format!(
+                        "hints for {id} not delivered yet; ask again"
+                    )))
+                }
+            }
             Route::Local => Err(Error::Protocol(
                 "a local command has no route; the node that received it answers it".into(),
             )),

@@ -27,6 +27,8 @@ pub enum Route {
     Arbitrate { deletes: bool },
     /// `flush_all`: every node of every zone.
     Everywhere,
+    /// `zc_sync <node>`: replay this router's hints for that node.
+    Sync,
     /// Answered by the node that received it (`stats`, `version`, `mn`,
     /// errors, …).
     Local,
@@ -61,6 +63,7 @@ pub fn plan(cmd: &Command) -> Route {
             ..
         } => Route::FanOut { stamp: true },
         Command::FlushAll { .. } => Route::Everywhere,
+        Command::PeerSync { .. } => Route::Sync,
         Command::Version
         | Command::Verbosity { .. }
         | Command::Stats { .. }

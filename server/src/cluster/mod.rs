@@ -9,6 +9,7 @@
 //! It also keeps the topology current (SIGHUP reload, `reload.rs`) and
 //! serves `stats zones` and `stats peers` (`stats.rs`).
 
+mod freshness;
 mod reload;
 mod silence;
 mod stats;
@@ -17,7 +18,7 @@ pub mod topology;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zonecache_client::route::{plan, Router, Transport};
+use zonecache_client::route::{plan, Route, Router, Transport};
 use zonecache_client::{Error, Lane, NodeOptions, RemoteNodes};
 use zonecache_proto::{Command, Response};
 
@@ -26,6 +27,7 @@ use crate::stats::ConnCounters;
 use silence::Silence;
 use topology::{NodeConfig, NodeTopology};
 
+pub use freshness::Freshness;
 pub use reload::Cluster;
 
 /// Pipelined connections per peer and lane.
@@ -40,6 +42,8 @@ pub struct ClusterView {
     pub me: NodeConfig,
     router: Router,
     peers: RemoteNodes,
+    /// Whether this node may have missed writes; kept across reloads.
+    pub freshness: Arc<Freshness>,
 }
 
 impl ClusterView {
@@ -69,10 +73,15 @@ impl ClusterView {
                 Router::new(topology.cluster, tag)
             }
         };
+        let freshness = match previous {
+            Some(p) => p.freshness.clone(),
+            None => Freshness::start(),
+        };
         ClusterView {
             me: topology.me,
             router,
             peers,
+            freshness,
         }
     }
 
@@ -91,6 +100,7 @@ impl ClusterView {
             me: self.me.id.as_str().into(),
             peers: self.peers.clone(),
             exec: exec.clone(),
+            freshness: self.freshness.clone(),
         };
         silence.apply(self.router.run(&hop, cmd, lane).await)
     }
@@ -103,6 +113,7 @@ struct LocalHop {
     me: Arc<str>,
     peers: RemoteNodes,
     exec: Arc<Executor>,
+    freshness: Arc<Freshness>,
 }
 
 impl Transport for LocalHop {
@@ -116,6 +127,14 @@ impl Transport for LocalHop {
         if *node.id != *self.me {
             return self.peers.call(node, cmd, lane, deadline).await;
         }
+        if needs_fresh(cmd) && !self.freshness.wait_caught_up(cmd, deadline).await {
+            // As a node that did not answer: reads go on to other zones,
+            // conditional writes fail saying nothing was applied.
+            return Err(Error::Connection(format!(
+                "{} is catching up on writes it missed",
+                self.me
+            )));
+        }
         let mut counters = ConnCounters::default();
         let reply = self.exec.execute(cmd.clone(), &mut counters);
         self.exec.stats.absorb(&mut counters);
@@ -125,6 +144,16 @@ impl Transport for LocalHop {
             other => Err(Error::Protocol(format!("no local reply: {other:?}"))),
         }
     }
+}
+
+/// Whether `cmd` must not run on a node that may have missed writes:
+/// reads of its store, and conditional writes it would decide.
+pub fn needs_fresh(cmd: &Command) -> bool {
+    matches!(cmd, Command::VersionedGet { .. })
+        || matches!(
+            plan(cmd),
+            Route::MultiRead | Route::MetaRead | Route::Arbitrate { .. }
+        )
 }
 
 /// Whether `cmd` is answered by this node alone, never routed.

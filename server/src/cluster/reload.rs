@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use zonecache_client::route::CasClock;
-use zonecache_client::Lane;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use zonecache_client::error::CONNECTION_CLOSED;
+use zonecache_client::route::{CasClock, Transport};
+use zonecache_client::{Error, Lane, NodeConfig};
 use zonecache_proto::Command;
 
 use super::topology::{NodeTopology, Overrides};
@@ -46,6 +51,69 @@ impl Cluster {
     pub fn versions(&self) -> Option<Arc<CasClock>> {
         let view = self.current();
         (view.router.topology.zones.len() > 1).then(|| view.router.clock())
+    }
+
+    /// Whether a peer's `cmd` must be refused now: this node may have
+    /// missed writes and `cmd` reads its store or asks it to decide.
+    pub fn refuses_for_peer(&self, cmd: &Command) -> bool {
+        super::needs_fresh(cmd) && self.current().freshness.is_catching_up()
+    }
+
+    /// Runs for the node's life: after each stall, asks every peer for the
+    /// writes this node missed (`zc_sync`), and ends the catch-up once every
+    /// reachable peer has given them. A peer that cannot be reached (dead,
+    /// or marked down) is not waited for: what it held for this node died
+    /// with it or waits until it can deliver (see the README's failure
+    /// model).
+    pub async fn keep_caught_up(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let view = self.current();
+            if !view.freshness.is_catching_up() {
+                continue;
+            }
+            let stalls = view.freshness.stalls();
+            let sync = Command::PeerSync {
+                node: Bytes::from(view.me.id.clone()),
+            };
+            let deadline = view
+                .router
+                .topology
+                .write_deadline
+                .max(Duration::from_millis(200));
+            let mut pending: Vec<NodeConfig> = view
+                .router
+                .topology
+                .nodes()
+                .filter(|n| n.id != view.me.id)
+                .cloned()
+                .collect();
+            while !pending.is_empty() {
+                let replies = join_all(
+                    pending
+                        .iter()
+                        .map(|n| view.peers.call(n, &sync, Lane::Realtime, deadline)),
+                )
+                .await;
+                let mut still = Vec::new();
+                for (node, reply) in pending.into_iter().zip(replies) {
+                    match reply {
+                        // Stock memcached or an older node holds no hints.
+                        Ok(_) | Err(Error::UnknownCommand) => {}
+                        // Dead or marked down: not waited for.
+                        Err(Error::Connection(why)) if !why.starts_with(CONNECTION_CLOSED) => {
+                            tracing::warn!(peer = %node.id, %why, "not synced with an unreachable peer");
+                        }
+                        Err(_) => still.push(node),
+                    }
+                }
+                pending = still;
+                if !pending.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            view.freshness.caught_up(stalls);
+        }
     }
 
     /// Routes a client's command with the cluster as of now.

@@ -21,6 +21,9 @@ use crate::cluster::is_local;
 use crate::exec::{MultiRead, Reply};
 use crate::stats::ConnCounters;
 
+/// What a peer hears when it asks a node that may have missed writes to
+/// read or decide: it tries another zone instead.
+const CATCHING_UP: &str = "catching up on missed writes; ask another zone";
 /// Read buffer growth step; memcached reads 16 KiB at a time too.
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this by a large value are released once empty.
@@ -88,6 +91,12 @@ pub async fn serve(
                 continue;
             }
             let reply = match (&front.cluster, peer) {
+                (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
+                    Reply::Send(Response::ServerError(CATCHING_UP.into()))
+                }
+                (Some(cluster), _) if matches!(cmd, Command::PeerSync { .. }) => {
+                    cluster.serve(&front.exec, cmd, lane).await
+                }
                 (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
                 _ => match MultiRead::of(&cmd, &mut counters) {
                     Some(read) => {
