@@ -127,6 +127,23 @@ impl TestCluster {
         id
     }
 
+    /// Kills node `id` (SIGKILL) and starts it again, empty, on the same
+    /// ports with the same config: a replaced or crashed node coming back.
+    pub fn restart(&mut self, id: &str) {
+        let at = self.nodes.iter().position(|n| n.id == id).expect("node id");
+        let old = self.nodes.remove(at);
+        old.server.signal(libc::SIGKILL);
+        drop(old);
+        let node = self
+            .config
+            .zones
+            .iter()
+            .flat_map(|z| z.nodes.iter().map(move |n| (z.name.clone(), n.clone())))
+            .find(|(_, n)| n.id == id)
+            .expect("node in config");
+        self.spawn(&node.0, &node.1);
+    }
+
     /// The node with this id.
     pub fn node(&self, id: &str) -> &ClusterNode {
         self.nodes.iter().find(|n| n.id == id).expect("node id")
