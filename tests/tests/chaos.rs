@@ -223,7 +223,8 @@ fn check(history: &[Op]) -> Vec<String> {
                 .find(|w| w.end < read.start && w.start > wrote.end)
             {
                 violations.push(format!(
-                    "{key}: stale read\n  read:   {read:?}\n  of:     {wrote:?}\n  after:  {newer:?}"
+                    "{key}: stale read by client {}\n  read:   {read:?}\n  of:     {wrote:?}\n  after:  {newer:?}",
+                    read.client
                 ));
             }
         }
