@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use zonecache_client::{ClusterConfig, NodeConfig, WritePolicy};
+use zonecache_client::{ClusterConfig, NodeConfig, Ring, WritePolicy};
 
 use crate::conn::Conn;
 use crate::procs::{free_port, free_port_range, Server};
@@ -142,6 +142,29 @@ impl TestCluster {
             .find(|(_, n)| n.id == id)
             .expect("node in config");
         self.spawn(&node.0, &node.1);
+    }
+
+    /// The owner of `key` in `zone`, computed with the ring the nodes use.
+    pub fn owner(&self, zone: &str, key: &str) -> String {
+        let ids = self.zone(zone);
+        let ring = Ring::new(&ids.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
+        ids[ring.owner(key.as_bytes()).expect("nodes")].clone()
+    }
+
+    /// The value and CAS (version) node `id` itself holds for `key`,
+    /// asked on a peer connection so nothing is routed.
+    pub fn held(&self, id: &str, key: &str) -> Option<(String, String)> {
+        let reply = self
+            .local(id)
+            .request(format!("mg {key} v c\r\n").as_bytes());
+        let text = String::from_utf8_lossy(&reply).to_string();
+        let mut lines = text.lines();
+        let head = lines.next().filter(|h| h.starts_with("VA "))?;
+        let cas = head
+            .split(' ')
+            .find_map(|t| t.strip_prefix('c'))?
+            .to_string();
+        Some((lines.next()?.to_string(), cas))
     }
 
     /// The node with this id.

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonecache_client::Ring;
 use zonecache_tests::TestCluster;
 
 const FRONTS: [&str; 6] = ["a1", "a2", "b1", "b2", "c1", "c2"];
@@ -106,12 +105,6 @@ impl Client {
         }
         result
     }
-}
-
-fn owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
-    let ids = cluster.zone(zone);
-    let ring = Ring::new(&ids.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
-    ids[ring.owner(key.as_bytes()).expect("nodes")].clone()
 }
 
 /// Runs one client's operations until `stop`.
@@ -260,22 +253,6 @@ fn check(history: &[Op]) -> Vec<String> {
     violations
 }
 
-/// The value and version zone `zone`'s owner holds for `key`.
-fn held(cluster: &TestCluster, zone: &str, key: &str) -> Option<(String, String)> {
-    let node = owner(cluster, zone, key);
-    let reply = cluster
-        .local(&node)
-        .request(format!("mg {key} v c\r\n").as_bytes());
-    let text = String::from_utf8_lossy(&reply).to_string();
-    let mut lines = text.lines();
-    let head = lines.next()?;
-    let cas = head
-        .split(' ')
-        .find_map(|t| t.strip_prefix('c'))?
-        .to_string();
-    Some((lines.next()?.trim().to_string(), cas))
-}
-
 fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, Vec<String>) {
     let mut cluster = TestCluster::start(3, 2, "all-minus-one", "");
     {
@@ -325,7 +302,7 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, Vec<String>) {
     for key in REGISTERS.iter().chain(COUNTERS.iter()) {
         let copies: Vec<(String, String)> = ["a", "b", "c"]
             .iter()
-            .filter_map(|z| held(&cluster, z, key))
+            .filter_map(|z| cluster.held(&cluster.owner(z, key), key))
             .collect();
         if copies.windows(2).any(|w| w[0] != w[1]) {
             violations.push(format!("{key}: zones disagree after settling: {copies:?}"));

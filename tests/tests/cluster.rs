@@ -4,19 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use zonecache_client::Ring;
 use zonecache_tests::{Conn, TestCluster};
-
-/// The owner of `key` in a zone, computed with the ring the nodes use.
-fn owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
-    let ids = cluster.zone(zone);
-    let ring = Ring::new(&ids.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
-    ids[ring.owner(key.as_bytes()).expect("nodes")].clone()
-}
 
 /// A node of `zone` that does not own `key` there (the "front").
 fn non_owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
-    let own = owner(cluster, zone, key);
+    let own = cluster.owner(zone, key);
     cluster
         .zone(zone)
         .into_iter()
@@ -35,7 +27,7 @@ fn one_copy_per_zone_and_no_replication_loops() {
     holders.sort();
     let mut owners: Vec<String> = ["a", "b", "c"]
         .iter()
-        .map(|z| owner(&cluster, z, "user:1"))
+        .map(|z| cluster.owner(z, "user:1"))
         .collect();
     owners.sort();
     assert_eq!(holders, owners);
@@ -94,7 +86,7 @@ fn multi_get_and_delete_across_owners() {
 fn reads_fall_back_when_the_home_owner_is_killed() {
     let mut cluster = TestCluster::start(3, 2, "all-minus-one", "");
     let key = "session:42";
-    let home_owner = owner(&cluster, "a", key);
+    let home_owner = cluster.owner("a", key);
     let front = non_owner(&cluster, "a", key);
     let mut c = cluster.node(&front).server.connect();
     assert_eq!(
@@ -124,7 +116,7 @@ fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
         "read_deadline_ms = 50\nwrite_deadline_ms = 100",
     );
     let key = "profile:7";
-    let home_owner = owner(&cluster, "a", key);
+    let home_owner = cluster.owner("a", key);
     let front = non_owner(&cluster, "a", key);
     let mut c = cluster.node(&front).server.connect();
     assert_eq!(
@@ -265,7 +257,7 @@ fn concurrent_add_and_incr_through_different_zones_converge() {
         .iter()
         .map(|z| {
             cluster
-                .local(&owner(&cluster, z, "lock"))
+                .local(&cluster.owner(z, "lock"))
                 .request(b"mg lock v\r\n")
         })
         .collect();
@@ -295,7 +287,7 @@ fn concurrent_add_and_incr_through_different_zones_converge() {
     }
     for z in ["a", "b", "c"] {
         let got = cluster
-            .local(&owner(&cluster, z, "counter"))
+            .local(&cluster.owner(z, "counter"))
             .request(b"mg counter v\r\n");
         assert_eq!(got, b"VA 3\r\n120\r\n", "zone {z}");
     }
@@ -341,7 +333,7 @@ fn partial_fallback_asks_only_for_the_missing_keys_and_repairs_home() {
     let lost = ["m1", "m4", "m7"];
     for k in &keys {
         if lost.contains(&k.as_str()) {
-            let holder = owner(&cluster, "b", k);
+            let holder = cluster.owner("b", k);
             assert_eq!(
                 cluster
                     .local(&holder)
@@ -378,7 +370,7 @@ fn partial_fallback_asks_only_for_the_missing_keys_and_repairs_home() {
     // Read repair put them back at home, with their flags and remaining TTL.
     let deadline = Instant::now() + Duration::from_secs(5);
     for k in lost {
-        let home = owner(&cluster, "a", k);
+        let home = cluster.owner("a", k);
         loop {
             let got = String::from_utf8_lossy(
                 &cluster
@@ -416,9 +408,9 @@ fn config_reload_adds_a_node_and_moves_about_one_in_n_plus_one_keys() {
         batch.extend_from_slice(format!("set {k} 0 0 1\r\nx\r\n").as_bytes());
     }
     c.request(&batch);
-    let before: Vec<String> = keys.iter().map(|k| owner(&cluster, "a", k)).collect();
+    let before: Vec<String> = keys.iter().map(|k| cluster.owner("a", k)).collect();
     let added = cluster.add_node("a");
-    let after: Vec<String> = keys.iter().map(|k| owner(&cluster, "a", k)).collect();
+    let after: Vec<String> = keys.iter().map(|k| cluster.owner("a", k)).collect();
     let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
     let share = moved as f64 / keys.len() as f64;
     assert!(

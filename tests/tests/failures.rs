@@ -6,17 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use zonecache_client::Ring;
 use zonecache_tests::TestCluster;
 
 const FRONTS: [&str; 6] = ["a1", "a2", "b1", "b2", "c1", "c2"];
-
-/// The owner of `key` in a zone, computed with the ring the nodes use.
-fn owner(cluster: &TestCluster, zone: &str, key: &str) -> String {
-    let ids = cluster.zone(zone);
-    let ring = Ring::new(&ids.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
-    ids[ring.owner(key.as_bytes()).expect("nodes")].clone()
-}
 
 /// Stops zone c, and sends writes through `front` until it has marked both
 /// of zone c's nodes down (each write's copy there times out).
@@ -59,12 +51,7 @@ fn get(cluster: &TestCluster, front: &str, key: &str) -> Option<String> {
 
 /// The value `node` itself holds for `key` (no routing).
 fn held(cluster: &TestCluster, node: &str, key: &str) -> Option<String> {
-    let reply = cluster
-        .local(node)
-        .request(format!("mg {key} v\r\n").as_bytes());
-    let text = String::from_utf8_lossy(&reply).to_string();
-    text.starts_with("VA ")
-        .then(|| text.lines().nth(1).unwrap_or_default().to_string())
+    cluster.held(node, key).map(|(value, _)| value)
 }
 
 /// One figure of `stats zones` on `node`.
@@ -75,6 +62,21 @@ fn zone_stat(cluster: &TestCluster, node: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in stats zones"))
+}
+
+/// Sends `request(key)` for every key through one connection to `front`
+/// and expects `reply` to each.
+fn each_key(
+    cluster: &TestCluster,
+    front: &str,
+    keys: &[String],
+    request: impl Fn(&str) -> String,
+    reply: &[u8],
+) {
+    let mut c = cluster.node(front).server.connect();
+    for k in keys {
+        assert_eq!(c.request(request(k).as_bytes()), reply, "{k}");
+    }
 }
 
 /// Waits up to 5 s for `ok`.
@@ -89,21 +91,12 @@ fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
 #[test]
 fn case_1_acknowledged_deletes_stay_deleted_when_a_stopped_zone_returns() {
     let cluster = TestCluster::start(3, 2, "all-minus-one", "");
-    let mut a1 = cluster.node("a1").server.connect();
     let keys: Vec<String> = (0..40).map(|i| format!("gone:{i}")).collect();
-    for k in &keys {
-        assert_eq!(
-            a1.request(format!("set {k} 0 0 3\r\nold\r\n").as_bytes()),
-            b"STORED\r\n"
-        );
-    }
+    let set_old = |k: &str| format!("set {k} 0 0 3\r\nold\r\n");
+    each_key(&cluster, "a1", &keys, set_old, b"STORED\r\n");
     stop_zone_c(&cluster, "a1");
-    for k in &keys {
-        assert_eq!(
-            a1.request(format!("delete {k}\r\n").as_bytes()),
-            b"DELETED\r\n"
-        );
-    }
+    let delete = |k: &str| format!("delete {k}\r\n");
+    each_key(&cluster, "a1", &keys, delete, b"DELETED\r\n");
     resume_zone_c(&cluster);
     // From the first instant back, through every front, and again after
     // read repairs and hint replays had their time.
@@ -120,7 +113,7 @@ fn case_1_acknowledged_deletes_stay_deleted_when_a_stopped_zone_returns() {
         std::thread::sleep(Duration::from_millis(300));
     }
     for k in &keys {
-        let holder = owner(&cluster, "c", k);
+        let holder = cluster.owner("c", k);
         eventually(&format!("{holder} drops {k}"), || {
             held(&cluster, &holder, k).is_none()
         });
@@ -132,7 +125,7 @@ fn case_2_counters_never_go_backwards_when_the_arbiter_stalls() {
     let cluster = TestCluster::start(3, 2, "all-minus-one", "");
     let mut b1 = cluster.node("b1").server.connect();
     assert_eq!(b1.request(b"set ctr 0 0 1\r\n0\r\n"), b"STORED\r\n");
-    let arbiter = owner(&cluster, "a", "ctr");
+    let arbiter = cluster.owner("a", "ctr");
     cluster.node(&arbiter).server.signal(libc::SIGSTOP);
     // No other zone decides in its place: each incr fails, saying whether
     // it may have been applied.
@@ -161,7 +154,7 @@ fn case_2_counters_never_go_backwards_when_the_arbiter_stalls() {
     );
     let last = answers[answers.len() - 1].to_string();
     for zone in ["a", "b", "c"] {
-        let holder = owner(&cluster, zone, "ctr");
+        let holder = cluster.owner(zone, "ctr");
         eventually(&format!("zone {zone} holds {last}"), || {
             held(&cluster, &holder, "ctr").is_some_and(|v| v.trim() == last)
         });
@@ -171,21 +164,12 @@ fn case_2_counters_never_go_backwards_when_the_arbiter_stalls() {
 #[test]
 fn case_5_a_returning_zone_does_not_serve_the_sets_it_missed() {
     let cluster = TestCluster::start(3, 2, "all-minus-one", "");
-    let mut a1 = cluster.node("a1").server.connect();
     let keys: Vec<String> = (0..20).map(|i| format!("k:{i}")).collect();
-    for k in &keys {
-        assert_eq!(
-            a1.request(format!("set {k} 0 0 2\r\nv1\r\n").as_bytes()),
-            b"STORED\r\n"
-        );
-    }
+    let set_v1 = |k: &str| format!("set {k} 0 0 2\r\nv1\r\n");
+    each_key(&cluster, "a1", &keys, set_v1, b"STORED\r\n");
     stop_zone_c(&cluster, "a1");
-    for k in &keys {
-        assert_eq!(
-            a1.request(format!("set {k} 0 0 2\r\nv2\r\n").as_bytes()),
-            b"STORED\r\n"
-        );
-    }
+    let set_v2 = |k: &str| format!("set {k} 0 0 2\r\nv2\r\n");
+    each_key(&cluster, "a1", &keys, set_v2, b"STORED\r\n");
     resume_zone_c(&cluster);
     for front in ["c1", "c2", "a2", "b1"] {
         for k in &keys {
@@ -198,7 +182,7 @@ fn case_5_a_returning_zone_does_not_serve_the_sets_it_missed() {
     }
     // Zone c gets the sets it missed (hinted hand-off).
     for k in &keys {
-        let holder = owner(&cluster, "c", k);
+        let holder = cluster.owner("c", k);
         eventually(&format!("{holder} holds v2 for {k}"), || {
             held(&cluster, &holder, k).as_deref() == Some("v2")
         });
@@ -210,10 +194,10 @@ fn case_5_a_returning_zone_does_not_serve_the_sets_it_missed() {
 fn case_7_read_repairs_skipped_while_home_is_down_are_counted() {
     let cluster = TestCluster::start(3, 2, "all-minus-one", "");
     let key = "repair:me";
-    let home = owner(&cluster, "a", key);
+    let home = cluster.owner("a", key);
     let front = if home == "a1" { "a2" } else { "a1" };
     // Only zone b has the key (as if evicted at home and in zone c).
-    let holder = owner(&cluster, "b", key);
+    let holder = cluster.owner("b", key);
     assert_eq!(
         cluster
             .local(&holder)
