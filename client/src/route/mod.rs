@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use zonecache_proto::{Command, Response, TOO_LARGE_MESSAGE};
+use zonecache_proto::{Command, MetaFlags, Response, TOO_LARGE_MESSAGE};
 
 use crate::error::Error;
 use crate::lane::Lane;
@@ -144,6 +144,13 @@ impl Router {
         self.cas.clone()
     }
 
+    /// Gives a meta command the next cluster-wide version (`E`).
+    fn stamp(&self, flags: &mut MetaFlags) {
+        flags
+            .set(b'E', self.cas.next().to_string())
+            .expect("a number is a valid E");
+    }
+
     /// Background copies in flight now.
     pub fn background_in_flight(&self) -> usize {
         MAX_BACKGROUND - self.background.available_permits()
@@ -207,9 +214,7 @@ impl Router {
                 match cmd {
                     Command::Delete { .. } => self.delete_everywhere(t, &key, true, lane).await,
                     Command::MetaDelete(mut meta) => {
-                        meta.flags
-                            .set(b'E', self.cas.next().to_string())
-                            .expect("a number is a valid E");
+                        self.stamp(&mut meta.flags);
                         self.fan_out(t, &key, Command::MetaDelete(meta), lane).await
                     }
                     Command::Store(s) => {
@@ -219,9 +224,7 @@ impl Router {
                             .map(|_| Response::Stored)
                     }
                     Command::MetaSet { mut meta, data } => {
-                        meta.flags
-                            .set(b'E', self.cas.next().to_string())
-                            .expect("a number is a valid E");
+                        self.stamp(&mut meta.flags);
                         self.fan_out(t, &key, Command::MetaSet { meta, data }, lane)
                             .await
                     }

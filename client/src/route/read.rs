@@ -48,7 +48,6 @@ impl Router {
         missing.dedup();
         // Keys that some zone answered for (a miss there is a real miss).
         let mut answered: HashSet<Bytes> = Default::default();
-        let deadline = self.deadline(lane, Kind::Read);
         let versioned = self.topology.zones.len() > 1;
         for (zi, zone) in self.topology.zones.iter().enumerate() {
             if missing.is_empty() {
@@ -66,21 +65,11 @@ impl Router {
             }
             let calls = groups.into_values().map(|(node, group)| {
                 let cmd = read_command(group.clone(), touch, versioned);
-                async move {
-                    // A node that missed this router's writes serves none of
-                    // its reads until it has them.
-                    if self.hints.is_behind(node) {
-                        let why = format!("{} is catching up on missed writes", node.id);
-                        return (group, Err(Error::Connection(why)));
-                    }
-                    (group, t.call(node, &cmd, lane, deadline).await)
-                }
+                async move { (group, self.read_call(t, node, &cmd, lane).await) }
             });
             for (group, reply) in join_all(calls).await {
                 let (values, deleted) = match reply {
-                    Ok(Response::Values(values)) => (values, Vec::new()),
-                    Ok(Response::Versioned { values, deleted }) => (values, deleted),
-                    Ok(_) => (Vec::new(), Vec::new()),
+                    Ok(r) => versioned_parts(r),
                     Err(e) => {
                         found.unanswered = Some(e);
                         continue;
@@ -119,14 +108,7 @@ impl Router {
     ) -> Result<Response, Error> {
         let deadline = self.deadline(lane, Kind::Read);
         let home = self.topology.zones[0].owner(key);
-        let first = if self.hints.is_behind(home) {
-            Err(Error::Connection(format!(
-                "{} is catching up on missed writes",
-                home.id
-            )))
-        } else {
-            t.call(home, cmd, lane, deadline).await
-        };
+        let first = self.read_call(t, home, cmd, lane).await;
         let hit = matches!(&first, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
         if hit || self.topology.zones.len() < 2 {
             return first;
@@ -142,9 +124,7 @@ impl Router {
             }
             let probe = read_command(vec![key.clone()], None, true);
             let (values, deleted) = match t.call(node, &probe, lane, deadline).await {
-                Ok(Response::Values(values)) => (values, Vec::new()),
-                Ok(Response::Versioned { values, deleted }) => (values, deleted),
-                Ok(_) => (Vec::new(), Vec::new()),
+                Ok(r) => versioned_parts(r),
                 Err(e) => {
                     error = Some(e);
                     continue;
@@ -171,6 +151,23 @@ impl Router {
             (Err(_), true) => Ok(miss_reply(cmd)),
             (Err(e), false) => Err(error.unwrap_or(e)),
         }
+    }
+
+    /// A read call to `node`, unless the node missed this router's writes:
+    /// it serves none of its reads until it has them.
+    async fn read_call<T: Transport>(
+        &self,
+        t: &T,
+        node: &NodeConfig,
+        cmd: &Command,
+        lane: Lane,
+    ) -> Result<Response, Error> {
+        if self.hints.is_behind(node) {
+            let why = format!("{} is catching up on missed writes", node.id);
+            return Err(Error::Connection(why));
+        }
+        t.call(node, cmd, lane, self.deadline(lane, Kind::Read))
+            .await
     }
 
     /// A read missed at home and hit in zone `zone`: count it, and (read
@@ -279,6 +276,15 @@ pub fn read_command(keys: Vec<Bytes>, touch: Option<i32>, versioned: bool) -> Co
             cas: true,
         },
         None => Command::Get { keys, cas: true },
+    }
+}
+
+/// The hits and the tombstones of a read's reply (`gets` or `zc_gets`).
+fn versioned_parts(reply: Response) -> (Vec<Value>, Vec<(Bytes, u64)>) {
+    match reply {
+        Response::Values(values) => (values, Vec::new()),
+        Response::Versioned { values, deleted } => (values, deleted),
+        _ => (Vec::new(), Vec::new()),
     }
 }
 

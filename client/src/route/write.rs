@@ -142,9 +142,7 @@ impl Router {
     /// `md <key> E<next version>`.
     fn versioned_delete(&self, key: &Bytes) -> Command {
         let mut flags = MetaFlags::default();
-        flags
-            .set(b'E', self.cas.next().to_string())
-            .expect("a number is a valid E");
+        self.stamp(&mut flags);
         Command::MetaDelete(Meta {
             key: key.clone(),
             flags,
