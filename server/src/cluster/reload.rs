@@ -14,7 +14,7 @@ use zonecache_client::{Error, Lane, NodeConfig};
 use zonecache_proto::Command;
 
 use super::topology::{NodeTopology, Overrides};
-use super::ClusterView;
+use super::{ClusterView, Freshness};
 use crate::exec::{Executor, Reply};
 
 /// This node's cluster: the current [`ClusterView`], and where to reload it from.
@@ -24,6 +24,9 @@ pub struct Cluster {
     path: PathBuf,
     /// Command-line settings applied over every load.
     overrides: Overrides,
+    /// Every view's freshness (one for the node's life), at hand without
+    /// taking the view lock on each peer request.
+    freshness: Arc<Freshness>,
 }
 
 impl Cluster {
@@ -31,8 +34,10 @@ impl Cluster {
     pub fn load(path: &Path, overrides: Overrides) -> Result<Cluster, String> {
         let mut topology = NodeTopology::load(path)?;
         overrides.apply(&mut topology);
+        let view = ClusterView::new(topology, None);
         Ok(Cluster {
-            current: RwLock::new(Arc::new(ClusterView::new(topology, None))),
+            freshness: view.freshness.clone(),
+            current: RwLock::new(Arc::new(view)),
             path: path.to_path_buf(),
             overrides,
         })
@@ -56,7 +61,7 @@ impl Cluster {
     /// Whether a peer's `cmd` must be refused now: this node may have
     /// missed writes and `cmd` reads its store or asks it to decide.
     pub fn refuses_for_peer(&self, cmd: &Command) -> bool {
-        super::needs_fresh(cmd) && self.current().freshness.is_catching_up()
+        super::needs_fresh(cmd) && self.freshness.is_catching_up()
     }
 
     /// Runs for the node's life: after each stall, asks every peer for the
@@ -68,11 +73,11 @@ impl Cluster {
     pub async fn keep_caught_up(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let view = self.current();
-            if !view.freshness.is_catching_up() {
+            if !self.freshness.is_catching_up() {
                 continue;
             }
-            let stalls = view.freshness.stalls();
+            let view = self.current();
+            let stalls = self.freshness.stalls();
             let sync = Command::PeerSync {
                 node: Bytes::from(view.me.id.clone()),
             };
@@ -112,7 +117,7 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            view.freshness.caught_up(stalls);
+            self.freshness.caught_up(stalls);
         }
     }
 

@@ -74,22 +74,14 @@ impl ClusterView {
         for (z, s) in t.zones.iter().zip(self.router.zone_stats.iter()) {
             let name = &z.name;
             out.push((format!("{name}:nodes"), z.nodes.len().to_string()));
-            out.push((
-                format!("{name}:fallback_hits"),
-                load(&s.fallback_hits).to_string(),
-            ));
-            out.push((
-                format!("{name}:read_repairs"),
-                load(&s.read_repairs).to_string(),
-            ));
-            out.push((
-                format!("{name}:read_repairs_skipped"),
-                load(&s.read_repairs_skipped).to_string(),
-            ));
-            out.push((
-                format!("{name}:replication_failures"),
-                load(&s.replication_failures).to_string(),
-            ));
+            for (figure, value) in [
+                ("fallback_hits", &s.fallback_hits),
+                ("read_repairs", &s.read_repairs),
+                ("read_repairs_skipped", &s.read_repairs_skipped),
+                ("replication_failures", &s.replication_failures),
+            ] {
+                out.push((format!("{name}:{figure}"), load(value).to_string()));
+            }
         }
         out
     }
