@@ -26,17 +26,30 @@ pub struct Freshness {
     /// Counts stalls, so a catch-up that began before a new stall does not
     /// end it.
     stalls: AtomicU64,
+    /// Off in a one-zone cluster: no other copy can be newer, and nobody
+    /// keeps hints for this node (a failed write there just fails).
+    watched: bool,
 }
 
 impl Freshness {
-    /// Starts the ticker thread.
-    pub fn start() -> Arc<Freshness> {
-        let f = Arc::new(Freshness {
+    fn new(watched: bool) -> Arc<Freshness> {
+        Arc::new(Freshness {
             started: Instant::now(),
             last_tick_us: AtomicU64::new(0),
             catching_up: AtomicBool::new(false),
             stalls: AtomicU64::new(0),
-        });
+            watched,
+        })
+    }
+
+    /// A node that is always fresh (a one-zone cluster).
+    pub fn unwatched() -> Arc<Freshness> {
+        Freshness::new(false)
+    }
+
+    /// Starts the ticker thread.
+    pub fn start() -> Arc<Freshness> {
+        let f = Freshness::new(true);
         let ticker = Arc::downgrade(&f);
         let spawned = std::thread::Builder::new()
             .name("zc-freshness".into())
@@ -62,6 +75,9 @@ impl Freshness {
     /// Checks the ticker's gap itself, so a request served in the first
     /// instant after a stall already sees it.
     pub fn is_catching_up(&self) -> bool {
+        if !self.watched {
+            return false;
+        }
         let gap = self
             .now_us()
             .saturating_sub(self.last_tick_us.load(Ordering::Acquire));

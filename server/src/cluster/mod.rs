@@ -61,6 +61,12 @@ impl ClusterView {
             &options,
             previous.map(|p| &p.peers),
         );
+        // Decided at start: a reload to more zones needs a restart to watch.
+        let freshness = match previous {
+            Some(p) => p.freshness.clone(),
+            None if topology.cluster.zones.len() > 1 => Freshness::start(),
+            None => Freshness::unwatched(),
+        };
         let router = match previous {
             Some(p) => Router::reloaded(topology.cluster, &p.router),
             None => {
@@ -72,10 +78,6 @@ impl ClusterView {
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
                 Router::new(topology.cluster, tag)
             }
-        };
-        let freshness = match previous {
-            Some(p) => p.freshness.clone(),
-            None => Freshness::start(),
         };
         ClusterView {
             me: topology.me,
