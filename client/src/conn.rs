@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zonecache_proto::{parse_response, Command, Response};
 
-use crate::error::{Error, CONNECTION_CLOSED};
+use crate::error::{Error, CONNECTION_CLOSED, NOBODY_LISTENING};
 
 /// A request on its way: its bytes and where its reply goes.
 struct Pending {
@@ -44,7 +44,12 @@ impl Connection {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout)?
-            .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    Error::Connection(format!("{NOBODY_LISTENING} at {addr}"))
+                }
+                _ => Error::Connection(format!("{addr}: {e}")),
+            })?;
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let (queue, incoming) = mpsc::channel(max_in_flight.max(1));

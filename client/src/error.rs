@@ -7,6 +7,9 @@ use zonecache_proto::Response;
 /// How a connection that broke with requests in flight begins its error
 /// (they were sent, so they may have been applied).
 pub const CONNECTION_CLOSED: &str = "connection lost with the request in flight";
+/// How a refused connection starts: no process listens there (the node is
+/// dead), so it holds and serves nothing.
+pub const NOBODY_LISTENING: &str = "nobody listening";
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,11 @@ pub enum Error {
     /// key's arbiter did not answer. With `unknown`, it may have applied
     /// it (a later read shows); without, nothing changed. Retry later.
     Undecided { unknown: bool, why: String },
+    /// A write reached enough zones, but a zone that missed it may still
+    /// serve the older value (it could not be fenced, `route/fence.rs`):
+    /// the cluster cannot promise the write is seen, so it does not
+    /// acknowledge it. Read the key before retrying.
+    Unfenced(String),
 }
 
 impl fmt::Display for Error {
@@ -93,6 +101,10 @@ impl fmt::Display for Error {
                 f,
                 "not applied: the key's arbiter is unreachable ({why}); retry later"
             ),
+            Error::Unfenced(why) => write!(
+                f,
+                "outcome unknown: {why}; read the key before retrying"
+            ),
         }
     }
 }
@@ -118,10 +130,16 @@ impl Error {
     /// the request left, but no answer came back.
     pub fn may_have_applied(&self) -> bool {
         match self {
-            Error::Timeout | Error::Protocol(_) => true,
+            Error::Timeout | Error::Protocol(_) | Error::Unfenced(_) => true,
             Error::Connection(why) => why.starts_with(CONNECTION_CLOSED),
             _ => false,
         }
+    }
+
+    /// Whether the node's port refused the connection: no process is
+    /// there to serve anything.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Connection(why) if why.starts_with(NOBODY_LISTENING))
     }
 
     /// Whether the node did not answer (so another zone should be tried).
@@ -140,7 +158,7 @@ impl Error {
             Error::UnknownCommand => Response::Error,
             Error::Client(m) => Response::ClientError(text(m)),
             Error::Server(m) | Error::Shed(m) => Response::ServerError(text(m)),
-            policy @ (Error::WritePolicy { .. } | Error::Undecided { .. }) => {
+            policy @ (Error::WritePolicy { .. } | Error::Undecided { .. } | Error::Unfenced(_)) => {
                 Response::ServerError(text(&policy.to_string()))
             }
             other => Response::ServerError(text(&format!("cluster: {other}"))),

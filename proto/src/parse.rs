@@ -520,7 +520,7 @@ impl RequestParser {
             b"version" => Command::Version,
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
-            b"zc_sync" if n == 2 => Command::PeerSync { node: slice(1) },
+            b"zc_lease" if n == 2 => Command::PeerLease { node: slice(1) },
             b"stats" => Command::Stats {
                 args: (1..n).map(slice).collect(),
             },

@@ -130,9 +130,10 @@ pub enum Command {
         /// `gats`: include the CAS unique.
         cas: bool,
     },
-    /// `zc_sync <node>`: a node back from a stall asks a peer to give it
-    /// every write it missed (the peer's hints for it) before answering.
-    PeerSync {
+    /// `zc_lease <node>`: a node asks a peer for a read lease: the peer
+    /// first gives it every write it missed (its hints for it), then
+    /// answers `OK` (granted) or `SERVER_ERROR` (not caught up yet).
+    PeerLease {
         /// The asking node's id.
         node: Bytes,
     },
@@ -263,7 +264,9 @@ impl Command {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
             }
-            Command::PeerSync { node } => push_key_line(out, "zc_sync", std::slice::from_ref(node)),
+            Command::PeerLease { node } => {
+                push_key_line(out, "zc_lease", std::slice::from_ref(node))
+            }
             Command::VersionedGet { keys, touch } => match touch {
                 Some(exptime) => {
                     out.extend_from_slice(b"zc_gats ");

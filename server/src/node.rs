@@ -142,10 +142,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
     let reloader = tokio::spawn(reload_on_sighup(front.cluster.clone()));
-    let catch_up = front
+    let lease_asker = front
         .cluster
         .clone()
-        .map(|c| tokio::spawn(c.keep_caught_up()));
+        .map(|c| tokio::spawn(c.keep_leases(front.exec.clone())));
     let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
@@ -155,7 +155,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let _ = sweeper.await;
     let _ = acceptor.await;
     reloader.abort();
-    if let Some(task) = catch_up {
+    if let Some(task) = lease_asker {
         task.abort();
     }
     for worker in workers {

@@ -152,11 +152,13 @@ impl TestCluster {
     }
 
     /// The value and CAS (version) node `id` itself holds for `key`,
-    /// asked on a peer connection so nothing is routed.
+    /// asked on a peer connection so nothing is routed; `None` also while
+    /// the node serves no reads (it lacks a peer's read lease). Ends with
+    /// `mn`, not the sync marker: the marker is a read, refused meanwhile.
     pub fn held(&self, id: &str, key: &str) -> Option<(String, String)> {
-        let reply = self
-            .local(id)
-            .request(format!("mg {key} v c\r\n").as_bytes());
+        let mut conn = self.local(id);
+        conn.send(format!("mg {key} v c\r\nmn\r\n").as_bytes());
+        let reply = conn.read_until(b"MN\r\n");
         let text = String::from_utf8_lossy(&reply).to_string();
         let mut lines = text.lines();
         let head = lines.next().filter(|h| h.starts_with("VA "))?;

@@ -140,7 +140,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 nodes,
-                router: Router::new(topology, rand::random()),
+                router: Router::new(topology, rand::random(), Box::new(|| 0)),
                 mode: self.mode,
                 stats: Counters::default(),
                 in_flight: [Mutex::default(), Mutex::default()],

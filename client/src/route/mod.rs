@@ -15,6 +15,7 @@
 //! uses its pools, a node also runs commands for itself without a hop, and
 //! the tests use an in-memory cluster (`memory.rs`).
 
+mod fence;
 mod hints;
 #[cfg(test)]
 mod memory;
@@ -37,6 +38,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
+pub use fence::{Grants, StallCount, LEASE};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};
@@ -90,17 +92,23 @@ pub struct Router {
     cas: Arc<CasClock>,
     /// Writes peers missed; kept across reloads.
     pub hints: Arc<Hints>,
+    /// Read leases granted to nodes; kept across reloads.
+    pub grants: Arc<Grants>,
 }
 
 impl Router {
     /// A router for `topology`, stamping writes with CAS values tagged `tag`.
-    pub fn new(topology: Topology, tag: u64) -> Router {
+    /// `stalls` counts the process's stalls: a node's router grants read
+    /// leases (`fence.rs`); the client's in direct mode grants none and
+    /// counts none (`Box::new(|| 0)`).
+    pub fn new(topology: Topology, tag: u64, stalls: StallCount) -> Router {
         let hints = Arc::new(Hints::new(topology.hints_max_bytes));
         Router::with(
             topology,
             Arc::new(Semaphore::new(MAX_BACKGROUND)),
             Arc::new(CasClock::new(tag)),
             hints,
+            Arc::new(Grants::new(stalls)),
         )
     }
 
@@ -113,6 +121,7 @@ impl Router {
             previous.background.clone(),
             previous.cas.clone(),
             previous.hints.clone(),
+            previous.grants.clone(),
         )
     }
 
@@ -121,6 +130,7 @@ impl Router {
         background: Arc<Semaphore>,
         cas: Arc<CasClock>,
         hints: Arc<Hints>,
+        grants: Arc<Grants>,
     ) -> Router {
         let zone_stats = Arc::new(
             topology
@@ -135,6 +145,7 @@ impl Router {
             background,
             cas,
             hints,
+            grants,
         }
     }
 
@@ -241,17 +252,26 @@ impl Router {
                 };
                 self.flush_everywhere(t, delay).await.map(|()| Response::Ok)
             }
-            Route::Sync => {
-                let Command::PeerSync { node } = cmd else {
-                    unreachable!("plan syncs zc_sync only")
+            Route::Lease => {
+                let Command::PeerLease { node } = cmd else {
+                    unreachable!("plan gives Lease to zc_lease only")
                 };
                 let id = String::from_utf8_lossy(&node);
-                let deadline = self.deadline(lane, Kind::Write);
-                if self.hints.replay(t, &id, deadline).await {
+                // Answered promptly: a node that hears nothing for a while
+                // stops requiring this router's lease.
+                let deadline = Duration::from_millis(20);
+                let caught_up = tokio::time::timeout(
+                    Duration::from_millis(30),
+                    self.hints.replay(t, &id, deadline),
+                )
+                .await
+                .unwrap_or(false);
+                self.grants.asked(&id, caught_up);
+                if caught_up {
                     Ok(Response::Ok)
                 } else {
                     Err(Error::Server(format!(
-                        "hints for {id} not delivered yet; ask again"
+                        "no lease: writes for {id} not delivered yet; ask again"
                     )))
                 }
             }

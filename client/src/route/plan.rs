@@ -27,8 +27,9 @@ pub enum Route {
     Arbitrate { deletes: bool },
     /// `flush_all`: every node of every zone.
     Everywhere,
-    /// `zc_sync <node>`: replay this router's hints for that node.
-    Sync,
+    /// `zc_lease <node>`: replay this router's hints for that node, then
+    /// grant it a read lease (`fence.rs`).
+    Lease,
     /// Answered by the node that received it (`stats`, `version`, `mn`,
     /// errors, …).
     Local,
@@ -63,7 +64,7 @@ pub fn plan(cmd: &Command) -> Route {
             ..
         } => Route::FanOut { stamp: true },
         Command::FlushAll { .. } => Route::Everywhere,
-        Command::PeerSync { .. } => Route::Sync,
+        Command::PeerLease { .. } => Route::Lease,
         Command::Version
         | Command::Verbosity { .. }
         | Command::Stats { .. }

@@ -31,7 +31,11 @@ fn router(policy: WritePolicy) -> Router {
     "#;
     let mut config = ClusterConfig::parse(text).unwrap();
     config.write_policy = policy;
-    Router::new(Topology::from_config(config, Some("a")).unwrap(), 7)
+    Router::new(
+        Topology::from_config(config, Some("a")).unwrap(),
+        7,
+        Box::new(|| 0),
+    )
 }
 
 /// The owner of `key` in zone `zone` (by name).

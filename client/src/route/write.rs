@@ -6,6 +6,7 @@
 //! same copy. `flush_all` reaches every node.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -20,9 +21,10 @@ use crate::lane::Lane;
 use crate::topology::NodeConfig;
 
 impl Router {
-    /// Sends `cmd` to the key's owner in every zone; answers once the write
-    /// policy is met (with the home zone's reply when it has one), the rest
-    /// finishing in the background.
+    /// Sends `cmd` to the key's owner in every zone and answers (with the
+    /// home zone's reply when it has one) once every zone has acknowledged
+    /// or failed, when the write policy is met and every zone that failed is
+    /// fenced (`fence.rs`): none may serve the older value afterwards.
     pub async fn fan_out<T: Transport>(
         &self,
         t: &T,
@@ -65,7 +67,7 @@ impl Router {
                                 hints.push(&t, &node, cmd.clone());
                             }
                         }
-                        let _ = tx.try_send((zi, reply));
+                        let _ = tx.try_send((zi, node, reply));
                     }
                     drop(permit);
                 });
@@ -73,21 +75,27 @@ impl Router {
             Err(_) => {
                 for (zi, stats) in self.zone_stats.iter().enumerate() {
                     stats.replication_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.try_send((zi, Err(Error::Busy)));
+                    let node = self.topology.zones[zi].owner(key).clone();
+                    let _ = tx.try_send((zi, node, Err(Error::Busy)));
                 }
                 drop(tx);
             }
         }
         let (mut acks, mut unknown, mut first_ack) = (0, 0, None);
-        while let Some((zi, reply)) = rx.recv().await {
+        let mut failed = Vec::new();
+        // Every zone is heard (each call has its deadline): an error counts
+        // truly, and a zone still on its way cannot serve the older value
+        // after the acknowledgement.
+        while let Some((zi, node, reply)) = rx.recv().await {
             match reply {
                 // A node that answered (even NOT_FOUND, or a client error)
                 // acknowledged; only silence and server errors do not.
-                Err(ref e) if !e.is_refusal() => {
+                Err(e) if !e.is_refusal() => {
                     tracing::debug!(zone = %self.topology.zones[zi].name, error = %e, "copy failed");
                     if e.may_have_applied() {
                         unknown += 1;
                     }
+                    failed.push((node, e));
                 }
                 _ => {
                     acks += 1;
@@ -96,20 +104,48 @@ impl Router {
                     }
                 }
             }
-            // A write that cannot meet its policy still hears every zone
-            // (each call has its deadline), so the error counts truly.
-            if acks >= needed {
-                break;
-            }
         }
         match first_ack {
-            Some(r) if acks >= needed => r,
+            Some(r) if acks >= needed => {
+                self.fence(&failed, acks).await?;
+                r
+            }
             _ => Err(Error::WritePolicy {
                 policy: self.topology.write_policy.name(),
                 acked: acks,
                 unknown,
                 zones,
             }),
+        }
+    }
+
+    /// Makes sure no node in `failed` (copies that failed with these
+    /// errors, kept as hints) serves the older value once the write is
+    /// acknowledged: each has been given the write since, or this router's
+    /// lease on it has run out while it requires that lease, or it is dead.
+    /// Otherwise the outcome is unknown (`acked` zones have the write).
+    async fn fence(&self, failed: &[(NodeConfig, Error)], acked: usize) -> Result<(), Error> {
+        let fenced = join_all(failed.iter().map(|(node, e)| async move {
+            loop {
+                if !self.hints.is_behind(node) {
+                    return true;
+                }
+                let runs_out = self.grants.runs_out(&node.id);
+                let now = Instant::now();
+                if now >= runs_out {
+                    break;
+                }
+                tokio::time::sleep((runs_out - now).min(Duration::from_millis(5))).await;
+            }
+            self.grants.requires_lease(&node.id) || e.is_refused()
+        }))
+        .await;
+        match failed.iter().zip(fenced).find(|(_, f)| !f) {
+            None => Ok(()),
+            Some(((node, e), _)) => Err(Error::Unfenced(format!(
+                "{acked} zones have it, but {} may still serve the older value ({e})",
+                node.id
+            ))),
         }
     }
 
@@ -188,13 +224,23 @@ impl Router {
             } else {
                 read_item(t, &arbiter, key, deadline).await
             };
-            if let Some(copy) = copy {
-                self.copy_to_others(t, key, zi, copy, lane).await;
-            }
+            let Some(copy) = copy else {
+                // Applied at the arbiter, but the other zones cannot be told.
+                return Err(Error::Undecided {
+                    unknown: true,
+                    why: format!(
+                        "{} decided, but its result could not be read back",
+                        arbiter.id
+                    ),
+                });
+            };
+            self.copy_to_others(t, key, zi, copy, lane).await?;
         }
         reply
     }
 
+    /// Copies the arbiter's result to the other zones; an error when a zone
+    /// that missed it cannot be fenced (the outcome is then unknown).
     async fn copy_to_others<T: Transport>(
         &self,
         t: &T,
@@ -202,7 +248,7 @@ impl Router {
         done_zone: usize,
         copy: Command,
         lane: Lane,
-    ) {
+    ) -> Result<(), Error> {
         let deadline = self.deadline(lane, Kind::Write);
         let calls = self
             .topology
@@ -220,12 +266,15 @@ impl Router {
                                 .replication_failures
                                 .fetch_add(1, Ordering::Relaxed);
                             self.hints.push(t, node, copy.clone());
+                            Some((node.clone(), e))
                         }
-                        _ => {}
+                        _ => None,
                     }
                 }
             });
-        join_all(calls).await;
+        let failed: Vec<_> = join_all(calls).await.into_iter().flatten().collect();
+        let acked = self.topology.zones.len() - failed.len();
+        self.fence(&failed, acked).await
     }
 
     /// `flush_all` on every node of every zone.

@@ -9,9 +9,10 @@
 //! It also keeps the topology current (SIGHUP reload, `reload.rs`) and
 //! serves `stats zones` and `stats peers` (`stats.rs`).
 
-mod freshness;
+mod lease;
 mod reload;
 mod silence;
+mod stalls;
 mod stats;
 pub mod topology;
 
@@ -27,8 +28,9 @@ use crate::stats::ConnCounters;
 use silence::Silence;
 use topology::{NodeConfig, NodeTopology};
 
-pub use freshness::Freshness;
+pub use lease::Leases;
 pub use reload::Cluster;
+pub use stalls::Stalls;
 
 /// Pipelined connections per peer and lane.
 const CONNECTIONS_PER_PEER: usize = 2;
@@ -42,8 +44,11 @@ pub struct ClusterView {
     pub me: NodeConfig,
     router: Router,
     peers: RemoteNodes,
-    /// Whether this node may have missed writes; kept across reloads.
-    pub freshness: Arc<Freshness>,
+    /// One quiet connection per peer for lease requests, so they never
+    /// wait behind copies.
+    lease_peers: RemoteNodes,
+    /// Whether this node may serve reads; kept across reloads.
+    pub leases: Arc<Leases>,
 }
 
 impl ClusterView {
@@ -61,29 +66,40 @@ impl ClusterView {
             &options,
             previous.map(|p| &p.peers),
         );
-        // Decided at start: a reload to more zones needs a restart to watch.
-        let freshness = match previous {
-            Some(p) => p.freshness.clone(),
-            None if topology.cluster.zones.len() > 1 => Freshness::start(),
-            None => Freshness::unwatched(),
+        let lease_options = NodeOptions {
+            connections: 1,
+            max_in_flight: [8, 1],
+            hello: Some(Command::PeerHello),
+            separate_lanes: false,
+        };
+        let lease_peers = RemoteNodes::new(
+            topology.nodes().filter(|n| n.id != topology.me.id),
+            &lease_options,
+            previous.map(|p| &p.lease_peers),
+        );
+        let leases = match previous {
+            Some(p) => p.leases.clone(),
+            None => Leases::new(Stalls::start()),
         };
         let router = match previous {
             Some(p) => Router::reloaded(topology.cluster, &p.router),
             None => {
+                let stalls = leases.stalls();
                 // CAS values are tagged by writer, so two nodes never stamp the same.
                 let tag = topology
                     .me
                     .id
                     .bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-                Router::new(topology.cluster, tag)
+                Router::new(topology.cluster, tag, Box::new(move || stalls.count()))
             }
         };
         ClusterView {
             me: topology.me,
             router,
             peers,
-            freshness,
+            lease_peers,
+            leases,
         }
     }
 
@@ -102,7 +118,7 @@ impl ClusterView {
             me: self.me.id.as_str().into(),
             peers: self.peers.clone(),
             exec: exec.clone(),
-            freshness: self.freshness.clone(),
+            leases: self.leases.clone(),
         };
         silence.apply(self.router.run(&hop, cmd, lane).await)
     }
@@ -115,7 +131,7 @@ struct LocalHop {
     me: Arc<str>,
     peers: RemoteNodes,
     exec: Arc<Executor>,
-    freshness: Arc<Freshness>,
+    leases: Arc<Leases>,
 }
 
 impl Transport for LocalHop {
@@ -129,11 +145,11 @@ impl Transport for LocalHop {
         if *node.id != *self.me {
             return self.peers.call(node, cmd, lane, deadline).await;
         }
-        if needs_fresh(cmd) && !self.freshness.wait_caught_up(cmd, deadline).await {
+        if needs_fresh(cmd) && !self.leases.wait_serving(cmd, deadline).await {
             // As a node that did not answer: reads go on to other zones,
             // conditional writes fail saying nothing was applied.
             return Err(Error::Connection(format!(
-                "{} is catching up on writes it missed",
+                "{} may have missed writes (it lacks a peer's read lease)",
                 self.me
             )));
         }

@@ -4,18 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::join_all;
-use zonecache_client::error::CONNECTION_CLOSED;
 use zonecache_client::route::{CasClock, Transport};
-use zonecache_client::{Error, Lane, NodeConfig};
+use zonecache_client::{Error, Lane};
 use zonecache_proto::Command;
 
+use super::lease::{Answer, Leases};
 use super::topology::{NodeTopology, Overrides};
-use super::{ClusterView, Freshness};
+use super::ClusterView;
 use crate::exec::{Executor, Reply};
+use crate::stats::ConnCounters;
+
+/// How often every peer is asked for a lease.
+const ASK_EVERY: Duration = Duration::from_millis(20);
+/// How long an ask may take; a later answer is no answer.
+const ASK_DEADLINE: Duration = Duration::from_millis(100);
 
 /// This node's cluster: the current [`ClusterView`], and where to reload it from.
 pub struct Cluster {
@@ -24,9 +29,9 @@ pub struct Cluster {
     path: PathBuf,
     /// Command-line settings applied over every load.
     overrides: Overrides,
-    /// Every view's freshness (one for the node's life), at hand without
+    /// Every view's leases (one for the node's life), at hand without
     /// taking the view lock on each peer request.
-    freshness: Arc<Freshness>,
+    pub leases: Arc<Leases>,
 }
 
 impl Cluster {
@@ -36,7 +41,7 @@ impl Cluster {
         overrides.apply(&mut topology);
         let view = ClusterView::new(topology, None);
         Ok(Cluster {
-            freshness: view.freshness.clone(),
+            leases: view.leases.clone(),
             current: RwLock::new(Arc::new(view)),
             path: path.to_path_buf(),
             overrides,
@@ -58,66 +63,56 @@ impl Cluster {
         (view.router.topology.zones.len() > 1).then(|| view.router.clock())
     }
 
-    /// Whether a peer's `cmd` must be refused now: this node may have
-    /// missed writes and `cmd` reads its store or asks it to decide.
+    /// Whether a peer's `cmd` must be refused now: it reads this node's
+    /// store or asks it to decide, and this node lacks a peer's lease.
     pub fn refuses_for_peer(&self, cmd: &Command) -> bool {
-        super::needs_fresh(cmd) && self.freshness.is_catching_up()
+        super::needs_fresh(cmd) && !self.leases.serving()
     }
 
-    /// Runs for the node's life: after each stall, asks every peer for the
-    /// writes this node missed (`zc_sync`), and ends the catch-up once every
-    /// reachable peer has given them. A peer that cannot be reached (dead,
-    /// or marked down) is not waited for: what it held for this node died
-    /// with it or waits until it can deliver (see the README's failure
-    /// model).
-    pub async fn keep_caught_up(self: Arc<Self>) {
+    /// Runs for the node's life: asks every peer for a read lease every
+    /// few milliseconds (`lease.rs`), each on its own connection.
+    pub async fn keep_leases(self: Arc<Self>, exec: Arc<Executor>) {
         loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if !self.freshness.is_catching_up() {
-                continue;
-            }
             let view = self.current();
-            let stalls = self.freshness.stalls();
-            let sync = Command::PeerSync {
-                node: Bytes::from(view.me.id.clone()),
-            };
-            let deadline = view
-                .router
-                .topology
-                .write_deadline
-                .max(Duration::from_millis(200));
-            let mut pending: Vec<NodeConfig> = view
+            let ids = view
                 .router
                 .topology
                 .nodes()
                 .filter(|n| n.id != view.me.id)
-                .cloned()
+                .map(|n| n.id.clone())
                 .collect();
-            while !pending.is_empty() {
-                let replies = join_all(
-                    pending
-                        .iter()
-                        .map(|n| view.peers.call(n, &sync, Lane::Realtime, deadline)),
-                )
-                .await;
-                let mut still = Vec::new();
-                for (node, reply) in pending.into_iter().zip(replies) {
-                    match reply {
-                        // Stock memcached or an older node holds no hints.
-                        Ok(_) | Err(Error::UnknownCommand) => {}
-                        // Dead or marked down: not waited for.
-                        Err(Error::Connection(why)) if !why.starts_with(CONNECTION_CLOSED) => {
-                            tracing::warn!(peer = %node.id, %why, "not synced with an unreachable peer");
-                        }
-                        Err(_) => still.push(node),
-                    }
-                }
-                pending = still;
-                if !pending.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            for id in self.leases.to_ask(ids) {
+                let Some(node) = view.router.topology.nodes().find(|n| n.id == id).cloned() else {
+                    continue;
+                };
+                let (view, leases, exec) = (view.clone(), self.leases.clone(), exec.clone());
+                tokio::spawn(async move {
+                    let ask = Command::PeerLease {
+                        node: Bytes::from(view.me.id.clone()),
+                    };
+                    let sent = Instant::now();
+                    let reply = view
+                        .lease_peers
+                        .call(&node, &ask, Lane::Realtime, ASK_DEADLINE)
+                        .await;
+                    let answer = match reply {
+                        // Stock memcached holds no writes for anyone.
+                        Ok(_) | Err(Error::UnknownCommand) => Answer::Granted,
+                        Err(Error::Server(_)) => Answer::Behind,
+                        Err(e) if e.is_refused() => Answer::Refused,
+                        Err(_) => Answer::Silent,
+                    };
+                    leases.answered(&node.id, sent, answer, || {
+                        let flush = Command::FlushAll {
+                            delay: 0,
+                            noreply: false,
+                        };
+                        let mut counters = ConnCounters::default();
+                        exec.execute(flush, &mut counters);
+                    });
+                });
             }
-            self.freshness.caught_up(stalls);
+            tokio::time::sleep(ASK_EVERY).await;
         }
     }
 

@@ -23,7 +23,8 @@ use crate::stats::ConnCounters;
 
 /// What a peer hears when it asks a node that may have missed writes to
 /// read or decide: it tries another zone instead.
-const CATCHING_UP: &str = "catching up on missed writes; ask another zone";
+const CATCHING_UP: &str =
+    "may have missed writes (no read lease from every peer); ask another zone";
 /// Read buffer growth step; memcached reads 16 KiB at a time too.
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this by a large value are released once empty.
@@ -94,7 +95,7 @@ pub async fn serve(
                 (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
-                (Some(cluster), _) if matches!(cmd, Command::PeerSync { .. }) => {
+                (Some(cluster), _) if matches!(cmd, Command::PeerLease { .. }) => {
                     cluster.serve(&front.exec, cmd, lane).await
                 }
                 (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
