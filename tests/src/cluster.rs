@@ -182,7 +182,10 @@ impl TestCluster {
     /// A connection marked as peer traffic: reads this node's own store only.
     pub fn local(&self, id: &str) -> Conn {
         let mut c = self.node(id).server.connect();
-        assert_eq!(c.request(b"zc_peer\r\n"), b"OK\r\n");
+        // Ended by `mn`, not the sync marker: the marker is a read, which a
+        // node lacking a peer's read lease refuses on a peer connection.
+        c.send(b"zc_peer\r\nmn\r\n");
+        assert_eq!(c.read_until(b"MN\r\n"), b"OK\r\nMN\r\n");
         c
     }
 

@@ -91,3 +91,43 @@ impl Grants {
             .is_some_and(|(s, n)| s == stalls && n >= 2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_node_requires_the_lease_once_it_asked_twice_since_the_last_stall() {
+        let stalls = Arc::new(AtomicU64::new(0));
+        let count = stalls.clone();
+        let g = Grants::new(Box::new(move || count.load(Ordering::Relaxed)));
+        assert!(!g.requires_lease("x"), "never asked");
+        g.asked("x", true);
+        assert!(!g.requires_lease("x"), "may not have heard the answer yet");
+        g.asked("x", false);
+        assert!(g.requires_lease("x"));
+        // After a stall of this router, x may have stopped requiring it.
+        stalls.store(1, Ordering::Relaxed);
+        assert!(!g.requires_lease("x"));
+        g.asked("x", true);
+        g.asked("x", true);
+        assert!(g.requires_lease("x"));
+    }
+
+    #[test]
+    fn a_lease_runs_out_a_lease_length_after_the_last_grant() {
+        let g = Grants::new(Box::new(|| 0));
+        let before = Instant::now();
+        assert!(g.runs_out("x") <= before + LEASE, "counted from the start");
+        g.asked("x", true);
+        let granted = g.runs_out("x");
+        assert!(granted >= before + LEASE);
+        // Refused ("behind") asks do not extend it.
+        std::thread::sleep(Duration::from_millis(5));
+        g.asked("x", false);
+        assert_eq!(g.runs_out("x"), granted);
+    }
+}

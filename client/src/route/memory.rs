@@ -99,7 +99,10 @@ impl MemoryCluster {
             cmd: cmd.clone(),
         });
         if s.down.contains(node) {
-            return Err(Error::Connection(format!("{node} is down")));
+            return Err(Error::Connection(format!(
+                "{} at {node}: it is down",
+                crate::error::NOBODY_LISTENING
+            )));
         }
         s.next_cas += 1;
         let next_cas = s.next_cas;

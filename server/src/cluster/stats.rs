@@ -61,6 +61,14 @@ impl ClusterView {
                 "replication_queue".to_string(),
                 self.router.background_in_flight().to_string(),
             ),
+            (
+                "serving_reads".to_string(),
+                u8::from(self.leases.serving()).to_string(),
+            ),
+            (
+                "lease_cold_flushes".to_string(),
+                load(&self.leases.cold_flushes).to_string(),
+            ),
         ];
         let h = &self.router.hints.stats;
         for (name, value) in [
