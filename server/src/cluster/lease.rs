@@ -256,3 +256,47 @@ impl Leases {
         self.recompute(&state);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leases() -> Arc<Leases> {
+        let l = Leases::new(Stalls::start());
+        assert_eq!(l.to_ask(vec!["p".into(), "q".into()]).len(), 2);
+        l
+    }
+
+    #[test]
+    fn serves_only_with_every_peers_lease() {
+        let l = leases();
+        assert!(!l.serving(), "no lease yet");
+        l.answered("p", Instant::now(), Answer::Granted, || panic!("no flush"));
+        assert!(!l.serving(), "q has not granted");
+        l.answered("q", Instant::now(), Answer::Granted, || panic!("no flush"));
+        assert!(l.serving());
+        // q holds writes for this node: its lease is no longer renewed and
+        // runs out (it was asked long enough ago here).
+        let long_ago = Instant::now() - LEASE;
+        l.answered("q", long_ago, Answer::Granted, || panic!("no flush"));
+        l.answered("q", Instant::now(), Answer::Behind, || panic!("no flush"));
+        assert!(!l.serving());
+    }
+
+    #[test]
+    fn a_peer_found_dead_after_its_lease_ran_out_makes_the_node_flush() {
+        let l = leases();
+        l.answered("p", Instant::now(), Answer::Granted, || {});
+        l.answered("q", Instant::now() - LEASE, Answer::Granted, || {});
+        l.answered("q", Instant::now(), Answer::Behind, || {});
+        l.answered("q", Instant::now(), Answer::Refused, || {});
+        assert!(!l.serving(), "q may have died holding writes");
+        let mut flushed = false;
+        l.answered("q", Instant::now(), Answer::Granted, || flushed = true);
+        assert!(flushed && l.serving());
+        assert_eq!(l.cold_flushes.load(Ordering::Relaxed), 1);
+        // Found dead while its lease held: nothing missing, no flush.
+        l.answered("p", Instant::now(), Answer::Refused, || panic!("no flush"));
+        assert!(l.serving());
+    }
+}
