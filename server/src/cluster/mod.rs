@@ -55,26 +55,26 @@ impl ClusterView {
     /// Routing state for `topology`, keeping `previous`'s connections to
     /// nodes that are still there at the same addresses.
     fn new(topology: NodeTopology, previous: Option<&ClusterView>) -> ClusterView {
-        let options = NodeOptions {
-            connections: CONNECTIONS_PER_PEER,
-            max_in_flight: PEER_IN_FLIGHT,
-            hello: Some(Command::PeerHello),
-            separate_lanes: true,
+        let pool = |options: NodeOptions, previous: Option<&RemoteNodes>| {
+            let peers = topology.nodes().filter(|n| n.id != topology.me.id);
+            RemoteNodes::new(peers, &options, previous)
         };
-        let peers = RemoteNodes::new(
-            topology.nodes().filter(|n| n.id != topology.me.id),
-            &options,
+        let peers = pool(
+            NodeOptions {
+                connections: CONNECTIONS_PER_PEER,
+                max_in_flight: PEER_IN_FLIGHT,
+                hello: Some(Command::PeerHello),
+                separate_lanes: true,
+            },
             previous.map(|p| &p.peers),
         );
-        let lease_options = NodeOptions {
-            connections: 1,
-            max_in_flight: [8, 1],
-            hello: Some(Command::PeerHello),
-            separate_lanes: false,
-        };
-        let lease_peers = RemoteNodes::new(
-            topology.nodes().filter(|n| n.id != topology.me.id),
-            &lease_options,
+        let lease_peers = pool(
+            NodeOptions {
+                connections: 1,
+                max_in_flight: [8, 1],
+                hello: Some(Command::PeerHello),
+                separate_lanes: false,
+            },
             previous.map(|p| &p.lease_peers),
         );
         let leases = match previous {
