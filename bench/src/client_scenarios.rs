@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use zonecache_client::{Client, Error, Mode, StoreOptions};
+use zonecache_client::{Client, Error, Lookup, Mode, StoreOptions};
 
 use crate::cluster::LocalCluster;
 use crate::load::{new_histogram, Schedule};
@@ -209,16 +209,16 @@ fn flood(
                 let ks: Vec<Bytes> = (0..batch)
                     .map(|_| key_name(rng.gen_range(0..keys), 16))
                     .collect();
-                match client.get_many(&ks).await {
-                    Ok(_) => {
-                        done.fetch_add(batch as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.is_shed() => {
-                        shed.fetch_add(1, Ordering::Relaxed);
-                        // A batch job backs off when told to.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err(_) => {}
+                let Ok(found) = client.get_many(&ks).await else {
+                    continue;
+                };
+                let was_shed = |l: &Lookup| matches!(l, Err(e) if e.is_shed());
+                if found.values().any(was_shed) {
+                    shed.fetch_add(1, Ordering::Relaxed);
+                    // A batch job backs off when told to.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else if found.values().all(Result::is_ok) {
+                    done.fetch_add(batch as u64, Ordering::Relaxed);
                 }
             }
         });

@@ -97,7 +97,7 @@ mod scope;
 pub mod topology;
 
 #[cfg(not(loom))]
-pub use client::{Client, ClientBuilder, ClientStats, Item, Mode, StoreOptions};
+pub use client::{Client, ClientBuilder, ClientStats, Item, Lookup, Mode, StoreOptions};
 #[cfg(not(loom))]
 pub use conn::Connection;
 pub use error::Error;

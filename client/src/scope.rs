@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::FutureExt;
 
-use crate::client::{checked_key, Client, Fetch, Item};
+use crate::client::{checked_key, Client, Fetch, Item, Lookups};
 use crate::error::Error;
 
 /// Most rounds a lookup yields to let siblings join its batch.
@@ -80,10 +80,12 @@ impl Scope {
             }
             distinct
         };
+        let mut first_error = None;
         for f in fetches {
-            self.settle(&f).await?;
+            let found = self.settle(&f).await;
+            first_error = first_error.or_else(|| found.values().find_map(|l| l.clone().err()));
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The value of `key`: from the memo, or from the next batch this scope
@@ -110,7 +112,9 @@ impl Scope {
             s.sent.get(&key).cloned()
         };
         if let Some(f) = fetch {
-            self.settle(&f).await?;
+            if let Some(Err(e)) = self.settle(&f).await.get(&key) {
+                return Err(e.clone());
+            }
         }
         Ok(self.state().memo.get(&key).cloned().flatten())
     }
@@ -148,7 +152,7 @@ impl Scope {
         let keys = std::mem::take(&mut s.queued);
         let client = self.client.clone();
         let batch = keys.clone();
-        let fetch: Fetch = async move { client.fetch(batch).await.map(Arc::new) }
+        let fetch: Fetch = async move { Arc::new(client.fetch(batch).await) }
             .boxed()
             .shared();
         for k in keys {
@@ -157,10 +161,10 @@ impl Scope {
         s.loads += 1;
     }
 
-    /// Waits for `fetch` and moves its keys into the memo. On an error its
-    /// keys are forgotten, so a later lookup asks again.
-    async fn settle(&self, fetch: &Fetch) -> Result<(), Error> {
-        let result = fetch.clone().await;
+    /// Waits for `fetch` and moves its answered keys into the memo; a key
+    /// left unanswered is forgotten, so a later lookup asks again.
+    async fn settle(&self, fetch: &Fetch) -> Arc<Lookups> {
+        let found = fetch.clone().await;
         let mut s = self.state();
         let keys: Vec<Bytes> = s
             .sent
@@ -171,11 +175,12 @@ impl Scope {
         for k in &keys {
             s.sent.remove(k);
         }
-        let found = result?;
         for k in keys {
-            let item = found.get(&k).cloned();
-            s.memo.insert(k, item);
+            if let Some(Ok(item)) = found.get(&k) {
+                s.memo.insert(k, item.clone());
+            }
         }
-        Ok(())
+        drop(s);
+        found
     }
 }

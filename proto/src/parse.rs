@@ -520,7 +520,14 @@ impl RequestParser {
             b"version" => Command::Version,
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
-            b"zc_lease" if n == 2 => Command::PeerLease { node: slice(1) },
+            b"zc_lease" if n == 2 => Command::PeerLease {
+                node: slice(1),
+                fenced: false,
+            },
+            b"zc_lease" if n == 3 && &*slice(2) == b"fenced" => Command::PeerLease {
+                node: slice(1),
+                fenced: true,
+            },
             b"stats" => Command::Stats {
                 args: (1..n).map(slice).collect(),
             },

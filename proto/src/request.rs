@@ -130,12 +130,15 @@ pub enum Command {
         /// `gats`: include the CAS unique.
         cas: bool,
     },
-    /// `zc_lease <node>`: a node asks a peer for a read lease: the peer
-    /// first gives it every write it missed (its hints for it), then
-    /// answers `OK` (granted) or `SERVER_ERROR` (not caught up yet).
+    /// `zc_lease <node> [fenced]`: a node asks a peer for a read lease:
+    /// the peer first gives it every write it missed (its hints for it),
+    /// then answers `OK` (granted) or `SERVER_ERROR` (not caught up yet).
+    /// `fenced`: the asking node serves nothing until this peer grants
+    /// again (its last lease ran out and it did not give up on the peer).
     PeerLease {
         /// The asking node's id.
         node: Bytes,
+        fenced: bool,
     },
     /// `zc_gets <key>*` / `zc_gats <exptime> <key>*`: a peer's read that
     /// compares versions. Like `gets`/`gats`, but a key deleted at a known
@@ -264,8 +267,12 @@ impl Command {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
             }
-            Command::PeerLease { node } => {
-                push_key_line(out, "zc_lease", std::slice::from_ref(node))
+            Command::PeerLease { node, fenced } => {
+                let mut words = vec![node.clone()];
+                if *fenced {
+                    words.push(Bytes::from_static(b"fenced"));
+                }
+                push_key_line(out, "zc_lease", &words)
             }
             Command::VersionedGet { keys, touch } => match touch {
                 Some(exptime) => {

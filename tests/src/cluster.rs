@@ -2,12 +2,14 @@
 //! out by `ClusterConfig::local` as `zonecache local` lays one out, each
 //! node its own process so it can be stopped or killed alone.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use zonecache_client::{ClusterConfig, NodeConfig, Ring, WritePolicy};
 
 use crate::conn::Conn;
 use crate::procs::{free_port, free_port_range, Server};
+use crate::proxy::Proxy;
 
 /// One node of a [`TestCluster`].
 pub struct ClusterNode {
@@ -27,12 +29,38 @@ pub struct TestCluster {
     /// Top-level settings the test asked for, in TOML, over the config's.
     settings: toml::Table,
     dir: PathBuf,
+    /// With [`TestCluster::start_proxied`]: each node's proxy, at the
+    /// node's address in the config, and the port the node listens on.
+    proxies: HashMap<String, (Proxy, u16)>,
 }
 
 impl TestCluster {
     /// Starts `zones` × `per_zone` nodes with `write_policy` and optional
     /// top-level config settings in TOML (`"write_deadline_ms = 200"`).
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
+        Self::launch(zones, per_zone, write_policy, extra, false)
+    }
+
+    /// Like [`TestCluster::start`], with every node behind a fault-injecting
+    /// proxy ([`TestCluster::proxy`]) at its address in the config: what
+    /// peers (and clients reading the config) reach. `node(id).server.addr`
+    /// still reaches the node directly.
+    pub fn start_proxied(
+        zones: usize,
+        per_zone: usize,
+        write_policy: &str,
+        extra: &str,
+    ) -> TestCluster {
+        Self::launch(zones, per_zone, write_policy, extra, true)
+    }
+
+    fn launch(
+        zones: usize,
+        per_zone: usize,
+        write_policy: &str,
+        extra: &str,
+        proxied: bool,
+    ) -> TestCluster {
         let base = free_port_range(2 * (zones * per_zone) as u16).expect("free ports");
         let mut config = ClusterConfig::local(zones, per_zone, base).expect("cluster shape");
         config.write_policy = WritePolicy::from_name(write_policy).expect("write policy");
@@ -43,6 +71,7 @@ impl TestCluster {
             config,
             settings: extra.parse().expect("extra settings are TOML"),
             dir,
+            proxies: HashMap::new(),
         };
         cluster.write_configs();
         let all: Vec<(String, NodeConfig)> = cluster
@@ -51,6 +80,11 @@ impl TestCluster {
             .iter()
             .flat_map(|z| z.nodes.iter().map(|n| (z.name.clone(), n.clone())))
             .collect();
+        for (_, node) in all.iter().filter(|_| proxied) {
+            let port = free_port();
+            let proxy = Proxy::start(node.addr, ([127, 0, 0, 1], port).into());
+            cluster.proxies.insert(node.id.clone(), (proxy, port));
+        }
         for (zone, node) in all {
             cluster.spawn(&zone, &node);
         }
@@ -79,8 +113,12 @@ impl TestCluster {
             .batch_addr
             .expect("test nodes have a batch port")
             .port();
+        let port = self
+            .proxies
+            .get(&node.id)
+            .map_or(node.addr.port(), |(_, port)| *port);
         let server = Server::zonecached_on(
-            node.addr.port(),
+            port,
             &[
                 "--batch-port",
                 &batch.to_string(),
@@ -167,6 +205,12 @@ impl TestCluster {
             .find_map(|t| t.strip_prefix('c'))?
             .to_string();
         Some((lines.next()?.to_string(), cas))
+    }
+
+    /// The proxy in front of node `id` (a cluster started with
+    /// [`TestCluster::start_proxied`]).
+    pub fn proxy(&self, id: &str) -> &Proxy {
+        &self.proxies.get(id).expect("a proxied cluster's node").0
     }
 
     /// The node with this id.

@@ -5,16 +5,19 @@
 //! comparison is needed) start on free ports from binaries built fresh
 //! (`procs`), whole multi-zone clusters are laid out by the same
 //! `ClusterConfig::local` that `zonecache local` uses (`cluster`), and
-//! byte-level connections have bounded waits (`conn`). Every process is
-//! killed when its handle is dropped.
+//! byte-level connections have bounded waits (`conn`), and faults between
+//! processes are injected by a TCP proxy (`proxy`). Every process is killed
+//! when its handle is dropped.
 
 pub mod cluster;
 pub mod conn;
 pub mod corpus;
 pub mod procs;
+pub mod proxy;
 
 pub use cluster::{ClusterNode, TestCluster};
 pub use conn::{Conn, REPLY_TIMEOUT};
+pub use proxy::{Fault, Proxy};
 pub use procs::{
     free_port, free_port_range, request_at, server_binary, stats_at, zonecached_binary, Server,
 };

@@ -23,7 +23,8 @@ use crate::scope::Scope;
 use crate::topology::Topology;
 
 pub use builder::ClientBuilder;
-pub(crate) use read::Fetch;
+pub use read::Lookup;
+pub(crate) use read::{Fetch, Lookups};
 
 /// Keys in flight at once in the single-flight table, per lane; beyond it
 /// reads still work but are not shared, so one slow key cannot pin memory.

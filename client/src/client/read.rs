@@ -8,14 +8,22 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use tracing::Instrument;
-use zonecache_proto::Response;
+use zonecache_proto::{Response, Value};
 
 use super::{checked_key, Client, Item, Mode, SINGLE_FLIGHT_BOUND};
 use crate::error::Error;
 use crate::route::{read_command, Kind};
 
+/// What a read found for one key: `Ok(Some(item))` a hit, `Ok(None)` a
+/// miss some zone answered for, `Err` when no zone answered for it (a miss
+/// that cannot be trusted).
+pub type Lookup = Result<Option<Item>, Error>;
+
+/// Every key of one read with what was found for it.
+pub(crate) type Lookups = HashMap<Bytes, Lookup>;
+
 /// A read in flight, shared by every caller that asks for one of its keys.
-pub(crate) type Fetch = Shared<BoxFuture<'static, Result<Arc<HashMap<Bytes, Item>>, Error>>>;
+pub(crate) type Fetch = Shared<BoxFuture<'static, Arc<Lookups>>>;
 
 impl Client {
     /// The value of `key`, or `None` when no zone has it.
@@ -26,26 +34,29 @@ impl Client {
     /// The item at `key` with its flags and CAS token.
     pub async fn gets(&self, key: impl AsRef<[u8]>) -> Result<Option<Item>, Error> {
         let key = checked_key(key)?;
-        let mut found = self.fetch(vec![key.clone()]).await?;
-        Ok(found.remove(&key))
+        let mut found = self.fetch(vec![key.clone()]).await;
+        found.remove(&key).unwrap_or(Ok(None))
     }
 
-    /// The items of those `keys` that some zone has (asked for once each,
-    /// one request per owner node).
+    /// What each of `keys` holds — a hit, a miss, or the error that left it
+    /// unanswered — asked for once each, one request per owner node. One
+    /// key without an answer does not fail the others; the call itself
+    /// fails only on a key memcached would reject.
     pub async fn get_many<K: AsRef<[u8]>>(
         &self,
         keys: impl IntoIterator<Item = K>,
-    ) -> Result<HashMap<Bytes, Item>, Error> {
+    ) -> Result<HashMap<Bytes, Lookup>, Error> {
         let keys = keys
             .into_iter()
             .map(checked_key)
             .collect::<Result<Vec<Bytes>, Error>>()?;
-        self.fetch(keys).await
+        Ok(self.fetch(keys).await)
     }
 
     /// Reads `keys`, sharing requests already in flight for any of them
-    /// (single-flight) and registering its own for others to share.
-    pub(crate) async fn fetch(&self, mut keys: Vec<Bytes>) -> Result<HashMap<Bytes, Item>, Error> {
+    /// (single-flight) and registering its own for others to share. Every
+    /// key asked for is in the answer.
+    pub(crate) async fn fetch(&self, mut keys: Vec<Bytes>) -> Lookups {
         keys.sort();
         keys.dedup();
         let table = &self.inner.in_flight[self.lane as usize];
@@ -63,7 +74,7 @@ impl Client {
             fetch = (!mine.is_empty()).then(|| {
                 let client = self.clone();
                 let keys = mine.clone();
-                let f: Fetch = async move { client.read(keys, None).await.map(Arc::new) }
+                let f: Fetch = async move { Arc::new(client.read(keys, None).await) }
                     .boxed()
                     .shared();
                 if t.len() + mine.len() <= SINGLE_FLIGHT_BOUND {
@@ -82,27 +93,22 @@ impl Client {
                 keys: &mine,
                 fetch: &f,
             };
-            let found = f.clone().await?;
-            for k in &mine {
-                if let Some(item) = found.get(k) {
-                    out.insert(k.clone(), item.clone());
-                }
+            let found = f.clone().await;
+            for k in mine.iter() {
+                out.insert(k.clone(), lookup_of(&found, k));
             }
         }
         for (k, f) in joined {
-            if let Some(item) = f.await?.get(&k) {
-                out.insert(k, item.clone());
-            }
+            let found = f.await;
+            let lookup = lookup_of(&found, &k);
+            out.insert(k, lookup);
         }
-        Ok(out)
+        out
     }
 
-    /// One read of distinct keys, routed per the mode, in a span.
-    async fn read(
-        &self,
-        keys: Vec<Bytes>,
-        touch: Option<i32>,
-    ) -> Result<HashMap<Bytes, Item>, Error> {
+    /// One read of distinct keys, routed per the mode, in a span. Every key
+    /// is in the answer.
+    async fn read(&self, keys: Vec<Bytes>, touch: Option<i32>) -> Lookups {
         let span = tracing::debug_span!(
             "zonecache.read",
             lane = self.lane.name(),
@@ -114,7 +120,7 @@ impl Client {
         let lane = self.lane;
         let inner = &self.inner;
         async move {
-            let result = match inner.mode {
+            let (values, mut failed) = match inner.mode {
                 Mode::Direct => {
                     let found = inner
                         .router
@@ -127,40 +133,43 @@ impl Client {
                         .stats
                         .read_batches
                         .fetch_add(found.zones_tried as u64, Ordering::Relaxed);
-                    match found.unanswered {
-                        Some(e) => Err(e),
-                        None => Ok(found.values),
-                    }
+                    (found.values, found.unanswered)
                 }
                 Mode::Front => self.read_through_fronts(&keys, touch).await,
             };
-            let result = result.map(|values| {
-                values
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let item = Item {
-                            value: v.data,
-                            flags: v.flags,
-                            cas: v.cas.unwrap_or(0),
-                        };
-                        (k, item)
-                    })
-                    .collect::<HashMap<Bytes, Item>>()
-            });
-            match &result {
-                Ok(found) => {
-                    let s = &inner.stats;
-                    s.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
-                    s.misses
-                        .fetch_add((keys.len() - found.len()) as u64, Ordering::Relaxed);
-                    tracing::Span::current().record("outcome", "ok");
-                }
-                Err(e) => {
+            let mut values: HashMap<Bytes, Item> = values
+                .into_iter()
+                .map(|(k, v)| {
+                    let item = Item {
+                        value: v.data,
+                        flags: v.flags,
+                        cas: v.cas.unwrap_or(0),
+                    };
+                    (k, item)
+                })
+                .collect();
+            let s = &inner.stats;
+            s.hits.fetch_add(values.len() as u64, Ordering::Relaxed);
+            let misses = keys.len() - values.len() - failed.len();
+            s.misses.fetch_add(misses as u64, Ordering::Relaxed);
+            match failed.values().next() {
+                Some(e) => {
                     self.count_error(e);
                     tracing::Span::current().record("outcome", tracing::field::display(e));
                 }
+                None => {
+                    tracing::Span::current().record("outcome", "ok");
+                }
             }
-            result
+            keys.into_iter()
+                .map(|k| {
+                    let lookup = match failed.remove(&k) {
+                        Some(e) => Err(e),
+                        None => Ok(values.remove(&k)),
+                    };
+                    (k, lookup)
+                })
+                .collect()
         }
         .instrument(span)
         .await
@@ -168,11 +177,12 @@ impl Client {
 
     /// Front mode: one `gets` per home-zone front; the fronts fall back
     /// across zones themselves.
+    /// Keys whose front failed get that front's error.
     async fn read_through_fronts(
         &self,
         keys: &[Bytes],
         touch: Option<i32>,
-    ) -> Result<HashMap<Bytes, zonecache_proto::Value>, Error> {
+    ) -> (HashMap<Bytes, Value>, HashMap<Bytes, Error>) {
         let home = &self.inner.router.topology.zones[0];
         let mut groups: HashMap<usize, Vec<Bytes>> = HashMap::new();
         for k in keys {
@@ -187,26 +197,37 @@ impl Client {
             .fetch_add(groups.len() as u64, Ordering::Relaxed);
         let calls = groups.into_values().map(|group| async move {
             let cmd = read_command(group.clone(), touch, false);
-            self.through_front(&group[0], &cmd, Kind::Read).await
+            let reply = self.through_front(&group[0], &cmd, Kind::Read).await;
+            (group, reply)
         });
-        let mut out = HashMap::new();
-        for reply in join_all(calls).await {
-            match reply? {
-                Response::Values(values) => {
-                    out.extend(values.into_iter().map(|v| (v.key.clone(), v)));
+        let (mut values, mut failed) = (HashMap::new(), HashMap::new());
+        for (group, reply) in join_all(calls).await {
+            match reply {
+                Ok(Response::Values(hits)) => {
+                    values.extend(hits.into_iter().map(|v| (v.key.clone(), v)));
                 }
-                other => return Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+                Ok(other) => {
+                    let e = Error::Protocol(format!("unexpected reply {other:?}"));
+                    failed.extend(group.into_iter().map(|k| (k, e.clone())));
+                }
+                Err(e) => failed.extend(group.into_iter().map(|k| (k, e.clone()))),
             }
         }
-        Ok(out)
+        (values, failed)
     }
 
     /// Reads `key` and sets its expiry (get-and-touch).
     pub async fn gat(&self, key: impl AsRef<[u8]>, ttl: u32) -> Result<Option<Bytes>, Error> {
         let key = checked_key(key)?;
-        let mut found = self.read(vec![key.clone()], Some(ttl as i32)).await?;
-        Ok(found.remove(&key).map(|i| i.value))
+        let mut found = self.read(vec![key.clone()], Some(ttl as i32)).await;
+        let lookup = found.remove(&key).unwrap_or(Ok(None));
+        Ok(lookup?.map(|i| i.value))
     }
+}
+
+/// `key`'s lookup in a shared read's answer (which holds every key it read).
+fn lookup_of(found: &Lookups, key: &Bytes) -> Lookup {
+    found.get(key).cloned().unwrap_or(Ok(None))
 }
 
 /// Takes a finished (or abandoned) read's keys out of the single-flight

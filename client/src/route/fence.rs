@@ -2,18 +2,24 @@
 //! only while every peer has granted it a lease (`zc_lease`, renewed every
 //! few milliseconds; the node's side is `server/src/cluster/lease.rs`). A
 //! router grants a node a lease only when it holds no hints for it. So when
-//! a copy to a node fails, the router stops granting that node and waits
-//! until the last lease it granted has run out — the node then serves no
-//! reads until it has been given the write — before it acknowledges the
-//! write: a node that was merely slow cannot serve the older value after
-//! the acknowledgement.
+//! a copy to a node fails, the router stops granting that node and
+//! acknowledges the write only once the node is *fenced* — it serves
+//! nothing until it has been given the write:
+//! - the node said so: an ask since this router's last grant came with
+//!   `fenced` (its lease here ran out and it did not give up on this
+//!   router; only a grant from this router ends that);
+//! - or the node is stopped: it has asked nothing for [`SILENT`] while this
+//!   router ran without a stall, and the last lease granted has run out. A
+//!   stopped node sees its own stall when it runs again and holds no lease
+//!   from then on.
 //!
-//! A node whose peer stops answering altogether (hung, dead) may stop
-//! requiring that peer's lease, if it still held it when the peer went
-//! silent: a silent peer acknowledges nothing. The peer, once it runs again,
-//! may have been dropped this way, so after its own stall (the `stalls`
-//! count grows) it fences no node until that node has asked it for a lease
-//! again ([`Grants::fence`] answers false meanwhile).
+//! A node gives up on a peer only when that peer left one of its requests
+//! unanswered for [`SILENT`] while the lease still held (a hung peer
+//! acknowledges nothing); a router that was itself slow or stopped cannot
+//! tell whether that happened, which is why the node's own word is asked
+//! for. The one case this cannot tell apart is a node alive and serving
+//! whose requests to this router are all lost while this router's copies to
+//! it fail too (a two-way partition between two live nodes): `tests/README.md`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +27,15 @@ use std::time::{Duration, Instant};
 
 /// How long a granted lease lasts, counted by the node from before it asked.
 pub const LEASE: Duration = Duration::from_millis(150);
+
+/// A peer that leaves a lease request unanswered this long, while its lease
+/// still holds, is given up on by the asking node; a node that asked a
+/// router nothing for this long, while the router ran, is taken as stopped.
+pub const SILENT: Duration = Duration::from_millis(100);
+
+/// The longest a write waits for the nodes that missed it to be fenced
+/// (a stopped node: its lease runs out, then [`SILENT`] without a request).
+pub const FENCE_WAIT: Duration = Duration::from_millis(300);
 
 /// The count of this process's stalls (a router that cannot stall, such
 /// as the client's in direct mode, which no node asks for leases, counts 0).
@@ -37,9 +52,10 @@ pub struct Grants {
 struct Granted {
     /// When the last lease was granted.
     last: Option<Instant>,
-    /// The stall count when the node last asked, and how many times it
-    /// asked since.
-    asked_at_stall: Option<(u64, u32)>,
+    /// An ask since the last grant said the node is fenced.
+    fenced: bool,
+    /// When the node last asked, and this router's stall count then.
+    last_ask: Option<(Instant, u64)>,
 }
 
 impl Grants {
@@ -56,17 +72,18 @@ impl Grants {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `node` asked for a lease; granted when it is `caught_up`.
-    pub fn asked(&self, node: &str, caught_up: bool) {
+    /// `node` asked for a lease, saying whether it is `fenced`; granted
+    /// when it is `caught_up`.
+    pub fn asked(&self, node: &str, fenced: bool, caught_up: bool) {
         let stalls = (self.stalls)();
+        let now = Instant::now();
         let mut nodes = self.lock();
         let g = nodes.entry(node.to_string()).or_default();
-        g.asked_at_stall = match g.asked_at_stall {
-            Some((s, n)) if s == stalls => Some((s, n.saturating_add(1))),
-            _ => Some((stalls, 1)),
-        };
+        g.last_ask = Some((now, stalls));
+        g.fenced |= fenced;
         if caught_up {
-            g.last = Some(Instant::now());
+            g.last = Some(now);
+            g.fenced = false;
         }
     }
 
@@ -78,17 +95,23 @@ impl Grants {
         last.unwrap_or(self.started) + LEASE
     }
 
-    /// Whether `node` surely requires this router's lease now, so that a
-    /// lease run out means it serves no reads: it asked twice since this
-    /// router last stalled. A node asks again only once answered, so the
-    /// second request shows it heard an answer given after the stall, and
-    /// it requires the lease again from hearing any answer.
-    pub fn requires_lease(&self, node: &str) -> bool {
+    /// Whether `node` serves nothing until this router grants it a lease
+    /// again: it said so, or it is stopped (module docs).
+    pub fn fenced(&self, node: &str) -> bool {
         let stalls = (self.stalls)();
-        self.lock()
-            .get(node)
-            .and_then(|g| g.asked_at_stall)
-            .is_some_and(|(s, n)| s == stalls && n >= 2)
+        let now = Instant::now();
+        let nodes = self.lock();
+        let Some(g) = nodes.get(node) else {
+            return false;
+        };
+        if g.fenced {
+            return true;
+        }
+        let ran_out = now >= g.last.unwrap_or(self.started) + LEASE;
+        let stopped = g
+            .last_ask
+            .is_some_and(|(at, s)| s == stalls && now >= at + SILENT);
+        ran_out && stopped
     }
 }
 
@@ -100,21 +123,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_node_requires_the_lease_once_it_asked_twice_since_the_last_stall() {
+    fn a_node_is_fenced_once_it_says_so_after_the_last_grant() {
+        let g = Grants::new(Box::new(|| 0));
+        assert!(!g.fenced("x"), "never asked: nothing known");
+        g.asked("x", false, true);
+        assert!(!g.fenced("x"), "holds a lease");
+        g.asked("x", true, false);
+        assert!(g.fenced("x"));
+        // A grant ends it: the node may serve again.
+        g.asked("x", true, true);
+        assert!(!g.fenced("x"));
+        g.asked("x", false, false);
+        assert!(!g.fenced("x"), "still holds the lease, or gave up on us");
+    }
+
+    #[test]
+    fn a_node_that_stopped_asking_is_fenced_once_its_lease_ran_out() {
         let stalls = Arc::new(AtomicU64::new(0));
         let count = stalls.clone();
         let g = Grants::new(Box::new(move || count.load(Ordering::Relaxed)));
-        assert!(!g.requires_lease("x"), "never asked");
-        g.asked("x", true);
-        assert!(!g.requires_lease("x"), "may not have heard the answer yet");
-        g.asked("x", false);
-        assert!(g.requires_lease("x"));
-        // After a stall of this router, x may have stopped requiring it.
+        g.asked("x", false, true);
+        std::thread::sleep(SILENT);
+        assert!(!g.fenced("x"), "its lease still holds");
+        std::thread::sleep(LEASE - SILENT);
+        assert!(g.fenced("x"), "silent for SILENT, lease run out");
+        // This router stalled since: the silence may be its own.
         stalls.store(1, Ordering::Relaxed);
-        assert!(!g.requires_lease("x"));
-        g.asked("x", true);
-        g.asked("x", true);
-        assert!(g.requires_lease("x"));
+        assert!(!g.fenced("x"));
+        // It asks again: not silent any more.
+        g.asked("x", false, false);
+        assert!(!g.fenced("x"));
     }
 
     #[test]
@@ -122,12 +160,12 @@ mod tests {
         let g = Grants::new(Box::new(|| 0));
         let before = Instant::now();
         assert!(g.runs_out("x") <= before + LEASE, "counted from the start");
-        g.asked("x", true);
+        g.asked("x", false, true);
         let granted = g.runs_out("x");
         assert!(granted >= before + LEASE);
         // Refused ("behind") asks do not extend it.
         std::thread::sleep(Duration::from_millis(5));
-        g.asked("x", false);
+        g.asked("x", false, false);
         assert_eq!(g.runs_out("x"), granted);
     }
 }

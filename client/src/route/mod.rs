@@ -38,7 +38,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
-pub use fence::{Grants, StallCount, LEASE};
+pub use fence::{Grants, StallCount, FENCE_WAIT, LEASE, SILENT};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};
@@ -253,7 +253,7 @@ impl Router {
                 self.flush_everywhere(t, delay).await.map(|()| Response::Ok)
             }
             Route::Lease => {
-                let Command::PeerLease { node } = cmd else {
+                let Command::PeerLease { node, fenced } = cmd else {
                     unreachable!("plan gives Lease to zc_lease only")
                 };
                 let id = String::from_utf8_lossy(&node);
@@ -266,7 +266,7 @@ impl Router {
                 )
                 .await
                 .unwrap_or(false);
-                self.grants.asked(&id, caught_up);
+                self.grants.asked(&id, fenced, caught_up);
                 if caught_up {
                     Ok(Response::Ok)
                 } else {

@@ -23,9 +23,9 @@ use crate::topology::NodeConfig;
 pub struct Found {
     /// Hits, by key.
     pub values: HashMap<Bytes, Value>,
-    /// Set when some key got no answer from any zone (every zone tried
-    /// failed): its miss is not a real miss.
-    pub unanswered: Option<Error>,
+    /// Keys no zone answered for (every zone tried failed), with the last
+    /// zone's error: their miss is not a real miss.
+    pub unanswered: HashMap<Bytes, Error>,
     /// Keys a zone knows were deleted (a tombstone ended their search).
     pub deleted: HashSet<Bytes>,
     /// Zones asked, in order (for spans).
@@ -46,8 +46,10 @@ impl Router {
         let mut missing: Vec<Bytes> = keys.to_vec();
         missing.sort();
         missing.dedup();
-        // Keys that some zone answered for (a miss there is a real miss).
+        // Keys that some zone answered for (a miss there is a real miss),
+        // and the last error for each key a zone failed to answer.
         let mut answered: HashSet<Bytes> = Default::default();
+        let mut errors: HashMap<Bytes, Error> = HashMap::new();
         let versioned = self.topology.zones.len() > 1;
         for (zi, zone) in self.topology.zones.iter().enumerate() {
             if missing.is_empty() {
@@ -71,7 +73,7 @@ impl Router {
                 let (values, deleted) = match reply {
                     Ok(r) => versioned_parts(r),
                     Err(e) => {
-                        found.unanswered = Some(e);
+                        errors.extend(group.into_iter().map(|k| (k, e.clone())));
                         continue;
                     }
                 };
@@ -90,9 +92,10 @@ impl Router {
             }
             missing.retain(|k| !found.values.contains_key(k) && !found.deleted.contains(k));
         }
-        if missing.iter().all(|k| answered.contains(k)) {
-            found.unanswered = None;
-        }
+        found.unanswered = errors
+            .into_iter()
+            .filter(|(k, _)| missing.contains(k) && !answered.contains(k))
+            .collect();
         found
     }
 

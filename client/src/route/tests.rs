@@ -147,6 +147,38 @@ async fn a_multi_get_asks_each_owner_once_and_sends_only_missing_keys_on() {
 }
 
 #[tokio::test]
+async fn a_multi_get_reports_which_keys_went_unanswered() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let keys: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("key:{i}"))).collect();
+    for k in &keys {
+        let k = std::str::from_utf8(k).unwrap();
+        m.put(&owner(&r, "b", k), k, "b");
+    }
+    // Zone c (one node) and one node in each of a and b are down: a key
+    // owned by both downed nodes has no answer; every other key does.
+    for id in ["c1", "a1", "b1"] {
+        m.set_down(id, true);
+    }
+    let found = r.multi_get(&m, &keys, None, Lane::Batch).await;
+    let text = |k: &Bytes| std::str::from_utf8(k).unwrap().to_string();
+    let unanswered: Vec<String> = keys
+        .iter()
+        .map(text)
+        .filter(|k| owner(&r, "a", k) == "a1" && owner(&r, "b", k) == "b1")
+        .collect();
+    assert!(!unanswered.is_empty() && unanswered.len() < keys.len());
+    let mut reported: Vec<String> = found.unanswered.keys().map(text).collect();
+    reported.sort();
+    let mut expected = unanswered.clone();
+    expected.sort();
+    assert_eq!(reported, expected);
+    for k in &keys {
+        let answered_by_b = owner(&r, "b", &text(k)) == "b2";
+        assert_eq!(found.values.contains_key(k), answered_by_b, "{k:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_write_policy_counts_the_zones_that_acknowledged() {
     let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
     m.set_down("c1", true);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, Response};
 
 use super::read::read_item;
-use super::{Kind, Router, Transport};
+use super::{Kind, Router, Transport, FENCE_WAIT};
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::NodeConfig;
@@ -121,23 +121,24 @@ impl Router {
 
     /// Makes sure no node in `failed` (copies that failed with these
     /// errors, kept as hints) serves the older value once the write is
-    /// acknowledged: each has been given the write since, or this router's
-    /// lease on it has run out while it requires that lease, or it is dead.
-    /// Otherwise the outcome is unknown (`acked` zones have the write).
+    /// acknowledged: each is dead, or has been given the write since, or is
+    /// fenced (`fence.rs`) — waited for up to [`FENCE_WAIT`]. Otherwise the
+    /// outcome is unknown (`acked` zones have the write).
     async fn fence(&self, failed: &[(NodeConfig, Error)], acked: usize) -> Result<(), Error> {
+        let until = Instant::now() + FENCE_WAIT;
         let fenced = join_all(failed.iter().map(|(node, e)| async move {
+            if e.is_refused() {
+                return true;
+            }
             loop {
-                if !self.hints.is_behind(node) {
+                if !self.hints.is_behind(node) || self.grants.fenced(&node.id) {
                     return true;
                 }
-                let runs_out = self.grants.runs_out(&node.id);
-                let now = Instant::now();
-                if now >= runs_out {
-                    break;
+                if Instant::now() >= until {
+                    return false;
                 }
-                tokio::time::sleep((runs_out - now).min(Duration::from_millis(5))).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            self.grants.requires_lease(&node.id) || e.is_refused()
         }))
         .await;
         match failed.iter().zip(fenced).find(|(_, f)| !f) {

@@ -2,30 +2,28 @@
 //! own store and decide conditional writes. It asks every peer for a lease
 //! every few milliseconds (`zc_lease`); a peer grants one only when it has
 //! given this node every write it missed, and acknowledges a write this
-//! node missed only after its last lease here ran out (the writer's side is
-//! the client crate's `route/fence.rs`). So while every peer's lease holds,
+//! node missed only once this node is fenced (the writer's side is the
+//! client crate's `route/fence.rs`). So while every peer's lease holds,
 //! this node has every acknowledged write; otherwise its reads go to other
 //! zones and peers asking it hear `SERVER_ERROR`.
 //!
-//! A peer that falls silent (hung, or dead: its port refuses) acknowledges
-//! nothing, so its lease stops being required — but only if it still held
-//! when the peer fell silent: a lease that ran out first may mean the peer
-//! held writes for this node. Such a peer found dead may have died with
-//! them, so this node flushes itself when that peer grants again.
+//! A peer that leaves a request unanswered for `SILENT` while its lease
+//! still holds is given up on (a hung peer acknowledges nothing), decided
+//! when that request times out — so a node that was itself slow never
+//! gives up on a peer by its own delay. A lease that ran out first is never
+//! given up on: the peer may hold writes for this node; this node then
+//! tells the peer it is fenced. A peer found dead after its lease ran out
+//! may have died holding such writes, so this node flushes itself when
+//! that peer grants again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonecache_client::route::LEASE;
+use zonecache_client::route::{LEASE, SILENT};
 
 use super::stalls::Stalls;
-
-/// A peer that has not answered for this long, while its lease still held,
-/// is no longer required: it acknowledges nothing while silent, and once it
-/// runs again it knows it stalled and fences nobody until asked again.
-pub const SILENT: Duration = Duration::from_millis(100);
 
 /// How a lease request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +33,11 @@ pub enum Answer {
     Behind,
     /// Nobody listens at the peer's port.
     Refused,
-    /// No answer in time.
+    /// No answer within `SILENT`.
     Silent,
+    /// Any other failure (the peer is marked down, the connection broke):
+    /// tells nothing.
+    Unreachable,
 }
 
 /// One peer's lease, as this node sees it.
@@ -44,8 +45,10 @@ pub enum Answer {
 enum Peer {
     /// Not granted since this node started.
     New,
-    /// Granted until `until`; the peer last answered at `answered`.
-    Leased { until: Instant, answered: Instant },
+    /// Granted until `until`.
+    Leased { until: Instant },
+    /// Given up on: it left a request unanswered while its lease held.
+    Silent,
     /// Granted before this node's last stall: it must grant again.
     Stale,
     /// Found dead while its lease held (or before it ever granted one).
@@ -59,12 +62,18 @@ impl Peer {
     /// nothing changes).
     fn lets_serve_until(self, never: Instant) -> Option<Instant> {
         match self {
-            Peer::Absent => None,
-            // Silent from `answered + SILENT` on, and the lease holds until
-            // then: not required any more.
-            Peer::Leased { until, answered } if until >= answered + SILENT => None,
-            Peer::Leased { until, .. } => Some(until),
+            Peer::Absent | Peer::Silent => None,
+            Peer::Leased { until } => Some(until),
             Peer::New | Peer::Stale | Peer::Lost => Some(never),
+        }
+    }
+
+    /// Whether this node serves nothing until the peer grants again.
+    fn fenced(self, now: Instant) -> bool {
+        match self {
+            Peer::Leased { until } => until <= now,
+            Peer::New | Peer::Stale | Peer::Lost => true,
+            Peer::Silent | Peer::Absent => false,
         }
     }
 }
@@ -167,7 +176,7 @@ impl Leases {
         state.stalls_seen = stalls;
         self.stalls_seen.store(stalls, Ordering::Release);
         for p in state.peers.values_mut() {
-            if let Peer::Leased { .. } = p {
+            if let Peer::Leased { .. } | Peer::Silent = p {
                 *p = Peer::Stale;
             }
         }
@@ -209,6 +218,15 @@ impl Leases {
         asking
     }
 
+    /// Whether this node serves nothing until peer `id` grants again (said
+    /// in the next request to it).
+    pub fn fenced_by(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        self.after_stall(&mut state);
+        let p = *state.peers.get(id).unwrap_or(&Peer::New);
+        p.fenced(Instant::now())
+    }
+
     /// Peer `id` answered a request sent at `sent`. `flush` empties this
     /// node's store; it runs before a peer that may have died with writes
     /// for this node is trusted again.
@@ -221,8 +239,16 @@ impl Leases {
             return;
         }
         let p = *state.peers.get(id).unwrap_or(&Peer::New);
+        let leased = Peer::Leased {
+            until: sent + LEASE,
+        };
         let next = match (answer, p) {
-            (Answer::Silent, p) => p,
+            // Unanswered for SILENT while its lease held: hung.
+            (Answer::Silent, Peer::Leased { until }) if until > now && now >= sent + SILENT => {
+                tracing::warn!(peer = id, "peer silent while its lease held: not required");
+                Peer::Silent
+            }
+            (Answer::Silent | Answer::Unreachable, p) => p,
             (Answer::Granted, Peer::Lost) => {
                 flush();
                 self.cold_flushes.fetch_add(1, Ordering::Relaxed);
@@ -230,26 +256,14 @@ impl Leases {
                     peer = id,
                     "flushed: the peer may have died holding writes for this node"
                 );
-                Peer::Leased {
-                    until: sent + LEASE,
-                    answered: now,
-                }
+                leased
             }
-            (Answer::Granted, _) => Peer::Leased {
-                until: sent + LEASE,
-                answered: now,
-            },
+            (Answer::Granted, _) => leased,
             (Answer::Behind, Peer::Lost) => Peer::Lost,
-            (Answer::Behind, Peer::Leased { until, .. }) => Peer::Leased {
-                until,
-                answered: now,
-            },
-            (Answer::Behind, _) => Peer::Leased {
-                until: sent,
-                answered: now,
-            },
-            (Answer::Refused, Peer::Leased { until, .. }) if until > sent => Peer::Absent,
-            (Answer::Refused, Peer::New | Peer::Absent) => Peer::Absent,
+            (Answer::Behind, Peer::Leased { until }) => Peer::Leased { until },
+            (Answer::Behind, _) => Peer::Leased { until: sent },
+            (Answer::Refused, Peer::Leased { until }) if until > sent => Peer::Absent,
+            (Answer::Refused, Peer::New | Peer::Absent | Peer::Silent) => Peer::Absent,
             (Answer::Refused, _) => Peer::Lost,
         };
         state.peers.insert(id.to_string(), next);
@@ -267,20 +281,52 @@ mod tests {
         l
     }
 
+    fn no_flush() {
+        panic!("no flush")
+    }
+
     #[test]
     fn serves_only_with_every_peers_lease() {
         let l = leases();
         assert!(!l.serving(), "no lease yet");
-        l.answered("p", Instant::now(), Answer::Granted, || panic!("no flush"));
+        assert!(l.fenced_by("p") && l.fenced_by("q"));
+        l.answered("p", Instant::now(), Answer::Granted, no_flush);
         assert!(!l.serving(), "q has not granted");
-        l.answered("q", Instant::now(), Answer::Granted, || panic!("no flush"));
+        l.answered("q", Instant::now(), Answer::Granted, no_flush);
         assert!(l.serving());
+        assert!(!l.fenced_by("q"));
         // q holds writes for this node: its lease is no longer renewed and
-        // runs out (it was asked long enough ago here).
+        // runs out (it was asked long enough ago here); the node then tells
+        // q it is fenced.
         let long_ago = Instant::now() - LEASE;
-        l.answered("q", long_ago, Answer::Granted, || panic!("no flush"));
-        l.answered("q", Instant::now(), Answer::Behind, || panic!("no flush"));
+        l.answered("q", long_ago, Answer::Granted, no_flush);
+        l.answered("q", Instant::now(), Answer::Behind, no_flush);
         assert!(!l.serving());
+        assert!(l.fenced_by("q"));
+        // Silence after the lease ran out changes nothing.
+        l.answered("q", Instant::now() - SILENT, Answer::Silent, no_flush);
+        assert!(!l.serving() && l.fenced_by("q"));
+    }
+
+    #[test]
+    fn a_peer_silent_while_its_lease_held_is_given_up_on() {
+        let l = leases();
+        let asked = Instant::now() - SILENT;
+        l.answered("p", asked, Answer::Granted, no_flush);
+        l.answered("q", Instant::now(), Answer::Granted, no_flush);
+        // Some other failure than silence tells nothing: p's lease (asked
+        // SILENT ago) still holds for a while, then runs out.
+        l.answered("p", asked, Answer::Unreachable, no_flush);
+        assert!(l.serving());
+        // A request to p, sent SILENT ago, timed out while p's lease held.
+        l.answered("p", asked, Answer::Silent, no_flush);
+        assert!(!l.fenced_by("p"));
+        std::thread::sleep(LEASE);
+        l.answered("q", Instant::now(), Answer::Granted, no_flush);
+        assert!(l.serving(), "p is not required while silent");
+        // p answers again, holding writes for this node: fenced at once.
+        l.answered("p", Instant::now(), Answer::Behind, no_flush);
+        assert!(!l.serving() && l.fenced_by("p"));
     }
 
     #[test]
@@ -296,7 +342,7 @@ mod tests {
         assert!(flushed && l.serving());
         assert_eq!(l.cold_flushes.load(Ordering::Relaxed), 1);
         // Found dead while its lease held: nothing missing, no flush.
-        l.answered("p", Instant::now(), Answer::Refused, || panic!("no flush"));
+        l.answered("p", Instant::now(), Answer::Refused, no_flush);
         assert!(l.serving());
     }
 }

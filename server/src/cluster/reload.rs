@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zonecache_client::route::{CasClock, Transport};
+use zonecache_client::route::{CasClock, Transport, SILENT};
 use zonecache_client::{Error, Lane};
 use zonecache_proto::Command;
 
@@ -19,8 +19,9 @@ use crate::stats::ConnCounters;
 
 /// How often every peer is asked for a lease.
 const ASK_EVERY: Duration = Duration::from_millis(20);
-/// How long an ask may take; a later answer is no answer.
-const ASK_DEADLINE: Duration = Duration::from_millis(100);
+/// How long an ask may take; a later answer is no answer (the peer is
+/// silent, `lease.rs`).
+const ASK_DEADLINE: Duration = SILENT;
 
 /// This node's cluster: the current [`ClusterView`], and where to reload it from.
 pub struct Cluster {
@@ -89,6 +90,7 @@ impl Cluster {
                 tokio::spawn(async move {
                     let ask = Command::PeerLease {
                         node: Bytes::from(view.me.id.clone()),
+                        fenced: leases.fenced_by(&node.id),
                     };
                     let sent = Instant::now();
                     let reply = view
@@ -100,7 +102,8 @@ impl Cluster {
                         Ok(_) | Err(Error::UnknownCommand) => Answer::Granted,
                         Err(Error::Server(_)) => Answer::Behind,
                         Err(e) if e.is_refused() => Answer::Refused,
-                        Err(_) => Answer::Silent,
+                        Err(Error::Timeout) => Answer::Silent,
+                        Err(_) => Answer::Unreachable,
                     };
                     leases.answered(&node.id, sent, answer, || {
                         let flush = Command::FlushAll {
@@ -112,6 +115,7 @@ impl Cluster {
                     });
                 });
             }
+            self.leases.stalls().runtime_tick();
             tokio::time::sleep(ASK_EVERY).await;
         }
     }
