@@ -44,6 +44,10 @@ pub struct NodeOptions {
     /// batch port when it has one). `false` puts both lanes on the realtime
     /// connections — only useful to measure what lanes are worth.
     pub separate_lanes: bool,
+    /// Whether failures mark the node down (calls then fail at once until a
+    /// probe answers). A node's lease requests are never held back: a node
+    /// that stops asking looks stopped to its peers (`route/fence.rs`).
+    pub mark_down: bool,
 }
 
 impl Default for NodeOptions {
@@ -53,6 +57,7 @@ impl Default for NodeOptions {
             max_in_flight: [2048, 256],
             hello: None,
             separate_lanes: true,
+            mark_down: true,
         }
     }
 }
@@ -112,6 +117,7 @@ pub struct RemoteNode {
     lanes: [LanePool; 2],
     hello: Option<Command>,
     separate_lanes: bool,
+    marks_down: bool,
     failures: AtomicU32,
     /// Mark-downs in a row (sets the back-off).
     strikes: AtomicU32,
@@ -131,6 +137,7 @@ impl RemoteNode {
             config,
             hello: options.hello.clone(),
             separate_lanes: options.separate_lanes,
+            marks_down: options.mark_down,
             failures: AtomicU32::new(0),
             strikes: AtomicU32::new(0),
             health: Health::default(),
@@ -243,6 +250,7 @@ impl RemoteNode {
                 // a sign it is down.
                 let counts = !(lane == Lane::Batch && *e == Error::Timeout);
                 if counts
+                    && self.marks_down
                     && self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_MARK_DOWN
                 {
                     self.mark_down().await;

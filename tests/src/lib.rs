@@ -17,7 +17,7 @@ pub mod proxy;
 
 pub use cluster::{ClusterNode, TestCluster};
 pub use conn::{Conn, REPLY_TIMEOUT};
-pub use proxy::{Fault, Proxy};
 pub use procs::{
     free_port, free_port_range, request_at, server_binary, stats_at, zonecached_binary, Server,
 };
+pub use proxy::{Fault, Proxy};

@@ -219,7 +219,8 @@ mod tests {
 
     fn connect(p: &Proxy) -> (TcpStream, BufReader<TcpStream>) {
         let s = TcpStream::connect(p.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let r = BufReader::new(s.try_clone().unwrap());
         (s, r)
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonecache_tests::TestCluster;
+use zonecache_tests::{Fault, TestCluster};
 
 const FRONTS: [&str; 6] = ["a1", "a2", "b1", "b2", "c1", "c2"];
 const REGISTERS: [&str; 4] = ["r0", "r1", "r2", "r3"];
@@ -47,6 +47,9 @@ impl Rng {
 enum Outcome {
     /// `STORED`, `DELETED` or `NOT_FOUND` to a delete: acknowledged.
     Acked,
+    /// A write refused for sure (`EXISTS`/`NOT_FOUND` to a cas, or a cas of
+    /// a key that was not there): its value must never be read.
+    Rejected(String),
     /// A value read.
     Value(String),
     /// A miss.
@@ -57,11 +60,37 @@ enum Outcome {
     Failed(String),
 }
 
+/// What a client asks.
+#[derive(Debug, Clone)]
+enum Action {
+    Get,
+    Set(String),
+    /// `gets`, then `cas` with the token read.
+    Cas(String),
+    Delete,
+    Incr,
+}
+
+impl Action {
+    /// How the history shows it: `get`, `set <v>`, `cas <v>`, `delete`,
+    /// `incr`.
+    fn what(&self) -> String {
+        match self {
+            Action::Get => "get".into(),
+            Action::Set(v) => format!("set {v}"),
+            Action::Cas(v) => format!("cas {v}"),
+            Action::Delete => "delete".into(),
+            Action::Incr => "incr".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Op {
     client: usize,
+    /// Which front (or `rust` for the Rust client in direct mode).
+    via: &'static str,
     key: String,
-    /// `set <value>`, `delete`, `get`, `incr`.
     what: String,
     start: Instant,
     end: Instant,
@@ -78,28 +107,40 @@ impl Op {
             ms(self.start),
             ms(self.end),
             self.client,
-            FRONTS[self.client],
+            self.via,
             self.what,
             self.key,
             self.outcome
         )
     }
+
+    /// The value this operation tried to write, if it writes one.
+    fn value_written(&self) -> Option<&str> {
+        self.what
+            .strip_prefix("set ")
+            .or_else(|| self.what.strip_prefix("cas "))
+    }
 }
 
 /// A fault the schedule injected, for the report.
 #[derive(Debug, Clone)]
-struct Fault {
+struct Injected {
     at: Instant,
     what: String,
 }
 
-/// One client's connection to its front, reconnecting after errors.
-struct Client {
+/// A way into the cluster that runs a client's actions.
+trait Front {
+    fn run(&mut self, key: &str, action: &Action) -> Outcome;
+}
+
+/// The memcached text protocol to one node, reconnecting after errors.
+struct TextFront {
     addr: SocketAddr,
     conn: Option<(TcpStream, BufReader<TcpStream>)>,
 }
 
-impl Client {
+impl TextFront {
     fn call(&mut self, request: &str, value_reply: bool) -> Result<Vec<String>, String> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500))
@@ -133,82 +174,147 @@ impl Client {
     }
 }
 
-/// Runs one client's operations until `stop`.
+impl Front for TextFront {
+    fn run(&mut self, key: &str, action: &Action) -> Outcome {
+        let store = |verb: &str, v: &str, token: &str| {
+            format!("{verb} {key} 0 0 {}{token}\r\n{v}\r\n", v.len())
+        };
+        let (request, value_reply) = match action {
+            Action::Get => (format!("get {key}\r\n"), true),
+            Action::Set(v) => (store("set", v, ""), false),
+            Action::Delete => (format!("delete {key}\r\n"), false),
+            Action::Incr => (format!("incr {key} 1\r\n"), false),
+            Action::Cas(v) => {
+                let lines = match self.call(&format!("gets {key}\r\n"), true) {
+                    Ok(lines) => lines,
+                    Err(e) => return Outcome::Failed(e),
+                };
+                let token = match lines[0].strip_prefix("VALUE ") {
+                    Some(head) => head.rsplit(' ').next().unwrap_or("").to_string(),
+                    None if lines[0] == "END" => return Outcome::Rejected("miss".into()),
+                    None => return Outcome::Failed(lines[0].clone()),
+                };
+                (store("cas", v, &format!(" {token}")), false)
+            }
+        };
+        let lines = match self.call(&request, value_reply) {
+            Ok(lines) => lines,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let first = lines[0].as_str();
+        match (action, first) {
+            (Action::Get, "END") => Outcome::Miss,
+            (Action::Get, l) if l.starts_with("VALUE ") => Outcome::Value(lines[1].clone()),
+            (Action::Incr, l) if l.parse::<u64>().is_ok() => {
+                Outcome::Number(l.parse().expect("number"))
+            }
+            (Action::Set(_) | Action::Cas(_), "STORED") => Outcome::Acked,
+            (Action::Cas(_), "EXISTS" | "NOT_FOUND") => Outcome::Rejected(first.into()),
+            (Action::Delete, "DELETED" | "NOT_FOUND") => Outcome::Acked,
+            _ => Outcome::Failed(first.to_string()),
+        }
+    }
+}
+
+/// The Rust client in direct mode (home zone a): it routes itself, through
+/// the nodes' proxies.
+struct RustFront {
+    runtime: tokio::runtime::Runtime,
+    client: zonecache_client::Client,
+}
+
+impl Front for RustFront {
+    fn run(&mut self, key: &str, action: &Action) -> Outcome {
+        use zonecache_client::{Error, StoreOptions};
+        let c = &self.client;
+        let failed = |e: Error| Outcome::Failed(e.to_string());
+        self.runtime.block_on(async {
+            match action {
+                Action::Get => match c.get(key).await {
+                    Ok(Some(v)) => Outcome::Value(String::from_utf8_lossy(&v).into_owned()),
+                    Ok(None) => Outcome::Miss,
+                    Err(e) => failed(e),
+                },
+                Action::Set(v) => match c.set(key, v.clone(), StoreOptions::default()).await {
+                    Ok(()) => Outcome::Acked,
+                    Err(e) => failed(e),
+                },
+                Action::Delete => match c.delete(key).await {
+                    Ok(()) | Err(Error::NotFound) => Outcome::Acked,
+                    Err(e) => failed(e),
+                },
+                Action::Incr => match c.incr(key, 1).await {
+                    Ok(n) => Outcome::Number(n),
+                    Err(e) => failed(e),
+                },
+                Action::Cas(v) => {
+                    let item = match c.gets(key).await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => return Outcome::Rejected("miss".into()),
+                        Err(e) => return failed(e),
+                    };
+                    match c
+                        .cas(key, v.clone(), StoreOptions::default(), item.cas)
+                        .await
+                    {
+                        Ok(()) => Outcome::Acked,
+                        Err(e @ (Error::Exists | Error::NotFound)) => {
+                            Outcome::Rejected(e.to_string())
+                        }
+                        Err(e) => failed(e),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The next action of client `id` (its `seq`-th write names the value).
+fn next_action(rng: &mut Rng, id: usize, seq: &mut u64) -> (String, Action) {
+    if rng.below(3) == 0 {
+        let key = COUNTERS[rng.below(COUNTERS.len() as u64) as usize];
+        let action = if rng.below(2) == 0 {
+            Action::Incr
+        } else {
+            Action::Get
+        };
+        return (key.to_string(), action);
+    }
+    let key = REGISTERS[rng.below(REGISTERS.len() as u64) as usize];
+    let mut value = || {
+        *seq += 1;
+        format!("c{id}v{seq}")
+    };
+    let action = match rng.below(10) {
+        0..=3 => Action::Get,
+        4..=6 => Action::Set(value()),
+        7 => Action::Cas(value()),
+        _ => Action::Delete,
+    };
+    (key.to_string(), action)
+}
+
+/// Runs one client's operations through `front` until `stop`.
 fn run_client(
     id: usize,
-    addr: SocketAddr,
+    via: &'static str,
+    mut front: impl Front,
     seed: u64,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Op>>>,
 ) {
     let mut rng = Rng(seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut client = Client { addr, conn: None };
     let mut seq = 0;
     while !stop.load(Ordering::Relaxed) {
-        let counter = rng.below(3) == 0;
-        let (key, what, request, value_reply) = if counter {
-            let key = COUNTERS[rng.below(COUNTERS.len() as u64) as usize].to_string();
-            if rng.below(2) == 0 {
-                (
-                    key.clone(),
-                    "incr".to_string(),
-                    format!("incr {key} 1\r\n"),
-                    false,
-                )
-            } else {
-                (
-                    key.clone(),
-                    "get".to_string(),
-                    format!("get {key}\r\n"),
-                    true,
-                )
-            }
-        } else {
-            let key = REGISTERS[rng.below(REGISTERS.len() as u64) as usize].to_string();
-            match rng.below(10) {
-                0..=3 => (
-                    key.clone(),
-                    "get".to_string(),
-                    format!("get {key}\r\n"),
-                    true,
-                ),
-                4..=7 => {
-                    seq += 1;
-                    let v = format!("c{id}v{seq}");
-                    let req = format!("set {key} 0 0 {}\r\n{v}\r\n", v.len());
-                    (key, format!("set {v}"), req, false)
-                }
-                _ => (
-                    key.clone(),
-                    "delete".to_string(),
-                    format!("delete {key}\r\n"),
-                    false,
-                ),
-            }
-        };
+        let (key, action) = next_action(&mut rng, id, &mut seq);
         let start = Instant::now();
-        let reply = client.call(&request, value_reply);
+        let outcome = front.run(&key, &action);
         let end = Instant::now();
-        let outcome = match reply {
-            Err(e) => Outcome::Failed(e),
-            Ok(lines) => {
-                let first = lines[0].as_str();
-                match (what.as_str(), first) {
-                    ("get", "END") => Outcome::Miss,
-                    ("get", l) if l.starts_with("VALUE ") => Outcome::Value(lines[1].clone()),
-                    ("incr", l) if l.parse::<u64>().is_ok() => {
-                        Outcome::Number(l.parse().expect("number"))
-                    }
-                    (w, "STORED") if w.starts_with("set") => Outcome::Acked,
-                    ("delete", "DELETED" | "NOT_FOUND") => Outcome::Acked,
-                    _ => Outcome::Failed(first.to_string()),
-                }
-            }
-        };
         history.lock().expect("history").push(Op {
             client: id,
+            via,
             key,
-            what,
+            what: action.what(),
             start,
             end,
             outcome,
@@ -218,7 +324,7 @@ fn run_client(
 
 /// The violations in `history`, each with the operations that show it and
 /// the history around them (that key's operations and the faults).
-fn check(history: &[Op], faults: &[Fault], t0: Instant) -> Vec<String> {
+fn check(history: &[Op], faults: &[Injected], t0: Instant) -> Vec<String> {
     let mut violations = Vec::new();
     let by_key = |k: &'static str| history.iter().filter(move |o| o.key == k);
     // The key's operations and the faults from `from` to `to`, at most
@@ -231,7 +337,9 @@ fn check(history: &[Op], faults: &[Fault], t0: Instant) -> Vec<String> {
             .chain(
                 faults
                     .iter()
-                    .filter(|f| f.at >= from && f.at <= to)
+                    // A fault's effects outlast it: the faults of the 2 s
+                    // before are shown too.
+                    .filter(|f| f.at + Duration::from_secs(2) >= from && f.at <= to)
                     .map(|f| {
                         let at = f.at.duration_since(t0).as_secs_f64() * 1e3;
                         (f.at, format!("    {at:>9.1} FAULT {}", f.what))
@@ -245,7 +353,7 @@ fn check(history: &[Op], faults: &[Fault], t0: Instant) -> Vec<String> {
     };
     for key in REGISTERS {
         let writes: HashMap<String, &Op> = by_key(key)
-            .filter_map(|o| o.what.strip_prefix("set ").map(|v| (v.to_string(), o)))
+            .filter_map(|o| o.value_written().map(|v| (v.to_string(), o)))
             .collect();
         let acked: Vec<&Op> = by_key(key)
             .filter(|o| o.outcome == Outcome::Acked)
@@ -261,6 +369,15 @@ fn check(history: &[Op], faults: &[Fault], t0: Instant) -> Vec<String> {
                 ));
                 continue;
             };
+            if let Outcome::Rejected(why) = &wrote.outcome {
+                violations.push(format!(
+                    "{key}: read {v:?}, whose write was refused ({why})\n  read:  {}\n  write: {}\n{}",
+                    read.line(t0),
+                    wrote.line(t0),
+                    around(key, wrote.start, read.end)
+                ));
+                continue;
+            }
             // An acknowledged write that began after `wrote` ended and ended
             // before the read began makes `v` stale.
             if let Some(newer) = acked
@@ -317,7 +434,7 @@ fn check(history: &[Op], faults: &[Fault], t0: Instant) -> Vec<String> {
 /// Runs one seeded schedule: (operations, operations that failed, faults,
 /// violations).
 fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
-    let mut cluster = TestCluster::start(3, 2, "all-minus-one", "");
+    let mut cluster = TestCluster::start_proxied(3, 2, "all-minus-one", "");
     {
         // Retried: on a loaded machine a copy may time out, and the set
         // then answers "outcome unknown" rather than STORED.
@@ -334,19 +451,39 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
-    let clients: Vec<_> = FRONTS
+    let mut clients: Vec<_> = FRONTS
         .iter()
         .enumerate()
         .map(|(i, front)| {
             let addr = cluster.node(front).server.addr;
             let (stop, history) = (stop.clone(), history.clone());
-            std::thread::spawn(move || run_client(i, addr, seed, stop, history))
+            let text = TextFront { addr, conn: None };
+            std::thread::spawn(move || run_client(i, front, text, seed, stop, history))
         })
         .collect();
+    {
+        let (stop, history) = (stop.clone(), history.clone());
+        let config = cluster.config_path("a1");
+        clients.push(std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let client = runtime
+                .block_on(async {
+                    zonecache_client::Client::builder_file(config)
+                        .home_zone("a")
+                        .build()
+                })
+                .expect("client");
+            let rust = RustFront { runtime, client };
+            run_client(FRONTS.len(), "rust", rust, seed, stop, history)
+        }));
+    }
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     let mut faults = Vec::new();
-    let mut fault = |what: String| {
-        faults.push(Fault {
+    let mut injected = |what: String| {
+        faults.push(Injected {
             at: Instant::now(),
             what,
         })
@@ -355,15 +492,34 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100 + rng.below(300)));
         let victim = FRONTS[rng.below(FRONTS.len() as u64) as usize];
-        if rng.below(4) == 0 {
-            fault(format!("restart {victim} (SIGKILL, start empty)"));
-            cluster.restart(victim);
-        } else {
-            fault(format!("SIGSTOP {victim}"));
-            cluster.node(victim).server.signal(libc::SIGSTOP);
-            std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
-            cluster.node(victim).server.signal(libc::SIGCONT);
-            fault(format!("SIGCONT {victim}"));
+        let lasts = Duration::from_millis(100 + rng.below(900));
+        match rng.below(8) {
+            0 | 1 => {
+                injected(format!("restart {victim} (SIGKILL, start empty)"));
+                cluster.restart(victim);
+            }
+            2..=4 => {
+                injected(format!("SIGSTOP {victim}"));
+                cluster.node(victim).server.signal(libc::SIGSTOP);
+                std::thread::sleep(lasts);
+                cluster.node(victim).server.signal(libc::SIGCONT);
+                injected(format!("SIGCONT {victim}"));
+            }
+            _ => {
+                let fault = match rng.below(6) {
+                    0 => Fault::Delay(Duration::from_millis(20 + rng.below(180))),
+                    1 => Fault::Drop,
+                    2 => Fault::Reset,
+                    3 => Fault::Blackhole,
+                    4 => Fault::LoseRequests,
+                    _ => Fault::LoseReplies,
+                };
+                injected(format!("proxy in front of {victim}: {fault:?}"));
+                cluster.proxy(victim).set(fault);
+                std::thread::sleep(lasts);
+                cluster.proxy(victim).set(Fault::Pass);
+                injected(format!("proxy in front of {victim}: healed"));
+            }
         }
     }
     // Heal, let hints and copies settle, stop the clients.
@@ -390,7 +546,7 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
         .count();
     let injected = faults
         .iter()
-        .filter(|f| !f.what.starts_with("SIGCONT"))
+        .filter(|f| !f.what.starts_with("SIGCONT") && !f.what.ends_with("healed"))
         .count();
     (history.len(), failed, injected, violations)
 }

@@ -8,10 +8,11 @@
 //! - the node said so: an ask since this router's last grant came with
 //!   `fenced` (its lease here ran out and it did not give up on this
 //!   router; only a grant from this router ends that);
-//! - or the node is stopped: it has asked nothing for [`SILENT`] while this
-//!   router ran without a stall, and the last lease granted has run out. A
-//!   stopped node sees its own stall when it runs again and holds no lease
-//!   from then on.
+//! - or the node is stopped: it has asked nothing for [`STOPPED`] while
+//!   this router ran without a stall (a live node asks every [`ASK_EVERY`],
+//!   and its requests are never held back by a mark-down), and the last
+//!   lease granted has run out. A stopped node sees its own stall when it
+//!   runs again and holds no lease from then on.
 //!
 //! A node gives up on a peer only when that peer left one of its requests
 //! unanswered for [`SILENT`] while the lease still held (a hung peer
@@ -28,13 +29,20 @@ use std::time::{Duration, Instant};
 /// How long a granted lease lasts, counted by the node from before it asked.
 pub const LEASE: Duration = Duration::from_millis(150);
 
+/// How often a node asks each peer for a lease.
+pub const ASK_EVERY: Duration = Duration::from_millis(20);
+
 /// A peer that leaves a lease request unanswered this long, while its lease
-/// still holds, is given up on by the asking node; a node that asked a
-/// router nothing for this long, while the router ran, is taken as stopped.
+/// still holds, is given up on by the asking node (the request's deadline).
 pub const SILENT: Duration = Duration::from_millis(100);
 
+/// A node that asked a router nothing for this long, while the router ran,
+/// is stopped: a live node asks every [`ASK_EVERY`], and again at most
+/// [`SILENT`] after a request that went unanswered.
+pub const STOPPED: Duration = Duration::from_millis(200);
+
 /// The longest a write waits for the nodes that missed it to be fenced
-/// (a stopped node: its lease runs out, then [`SILENT`] without a request).
+/// (a stopped node: [`STOPPED`] after its last request).
 pub const FENCE_WAIT: Duration = Duration::from_millis(300);
 
 /// The count of this process's stalls (a router that cannot stall, such
@@ -110,7 +118,7 @@ impl Grants {
         let ran_out = now >= g.last.unwrap_or(self.started) + LEASE;
         let stopped = g
             .last_ask
-            .is_some_and(|(at, s)| s == stalls && now >= at + SILENT);
+            .is_some_and(|(at, s)| s == stalls && now >= at + STOPPED);
         ran_out && stopped
     }
 }
@@ -143,10 +151,10 @@ mod tests {
         let count = stalls.clone();
         let g = Grants::new(Box::new(move || count.load(Ordering::Relaxed)));
         g.asked("x", false, true);
-        std::thread::sleep(SILENT);
-        assert!(!g.fenced("x"), "its lease still holds");
-        std::thread::sleep(LEASE - SILENT);
-        assert!(g.fenced("x"), "silent for SILENT, lease run out");
+        std::thread::sleep(LEASE);
+        assert!(!g.fenced("x"), "its lease ran out, but it may be alive");
+        std::thread::sleep(STOPPED - LEASE);
+        assert!(g.fenced("x"), "asked nothing for STOPPED, lease run out");
         // This router stalled since: the silence may be its own.
         stalls.store(1, Ordering::Relaxed);
         assert!(!g.fenced("x"));

@@ -38,7 +38,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
-pub use fence::{Grants, StallCount, FENCE_WAIT, LEASE, SILENT};
+pub use fence::{Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};

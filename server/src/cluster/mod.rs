@@ -65,6 +65,7 @@ impl ClusterView {
                 max_in_flight: PEER_IN_FLIGHT,
                 hello: Some(Command::PeerHello),
                 separate_lanes: true,
+                mark_down: true,
             },
             previous.map(|p| &p.peers),
         );
@@ -74,6 +75,7 @@ impl ClusterView {
                 max_in_flight: [8, 1],
                 hello: Some(Command::PeerHello),
                 separate_lanes: false,
+                mark_down: false,
             },
             previous.map(|p| &p.lease_peers),
         );

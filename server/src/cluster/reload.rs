@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zonecache_client::route::{CasClock, Transport, SILENT};
+use zonecache_client::route::{CasClock, Transport, ASK_EVERY, SILENT};
 use zonecache_client::{Error, Lane};
 use zonecache_proto::Command;
 
@@ -17,8 +17,6 @@ use super::ClusterView;
 use crate::exec::{Executor, Reply};
 use crate::stats::ConnCounters;
 
-/// How often every peer is asked for a lease.
-const ASK_EVERY: Duration = Duration::from_millis(20);
 /// How long an ask may take; a later answer is no answer (the peer is
 /// silent, `lease.rs`).
 const ASK_DEADLINE: Duration = SILENT;
