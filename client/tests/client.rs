@@ -76,6 +76,52 @@ async fn direct_reads_fall_back_when_the_home_owner_hangs_or_dies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_answers_per_key_when_some_keys_have_no_zone_left() {
+    let mut cluster = TestCluster::start(2, 2, "one", "");
+    let client = client(&cluster, "a");
+    let keys: Vec<String> = (0..24).map(|i| format!("k{i}")).collect();
+    // Every fourth key is never stored.
+    let stored = |k: &str| k[1..].parse::<u32>().unwrap() % 4 != 0;
+    for k in keys.iter().filter(|k| stored(k)) {
+        client
+            .set(k, k.clone(), StoreOptions::default())
+            .await
+            .unwrap();
+    }
+    // a1 and b1 die: a key owned by both has no zone left to answer for it.
+    for id in ["a1", "b1"] {
+        cluster.node_mut(id).server.signal(libc::SIGKILL);
+    }
+    let owner_in_b = |k: &str| client.topology().zones[1].owner(k.as_bytes()).id.clone();
+    let found = client.get_many(&keys).await.unwrap();
+    assert_eq!(found.len(), keys.len(), "every key has an answer");
+    let (mut errors, mut hits, mut misses) = (0, 0, 0);
+    for k in &keys {
+        let lookup = &found[&Bytes::from(k.clone())];
+        let lost = home_owner(&client, k) == "a1" && owner_in_b(k) == "b1";
+        match lookup {
+            Err(e) => {
+                assert!(lost, "{k}: {e}");
+                errors += 1;
+            }
+            Ok(Some(item)) => {
+                assert!(!lost && stored(k), "{k}");
+                assert_eq!(item.value, Bytes::from(k.clone()));
+                hits += 1;
+            }
+            Ok(None) => {
+                assert!(!lost && !stored(k), "{k}: a miss of a stored key");
+                misses += 1;
+            }
+        }
+    }
+    assert!(
+        errors > 0 && hits > 0 && misses > 0,
+        "{errors} {hits} {misses}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_policies_with_a_zone_down() {
     let mut cluster = TestCluster::start(3, 1, "all", "write_deadline_ms = 200");
     cluster.node_mut("c1").server.signal(libc::SIGKILL);
