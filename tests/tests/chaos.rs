@@ -563,7 +563,7 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
     }
     let failed = reasons.values().sum();
     let mut common: Vec<(String, usize)> = reasons.into_iter().collect();
-    common.sort_by(|a, b| b.1.cmp(&a.1));
+    common.sort_by_key(|c| std::cmp::Reverse(c.1));
     for (why, n) in common.iter().take(3) {
         eprintln!("  seed {seed}: {n} failed via {why}");
     }
