@@ -9,7 +9,8 @@
 //! `stats.rs` holds the counters every layer adds to.
 
 // tokio has no networking under `--cfg loom`: the loom models cover
-// `store`, and everything that does I/O is left out of that build.
+// `store` and the cluster's stall counter, and everything that does I/O is
+// left out of that build.
 #[cfg(not(loom))]
 pub mod cluster;
 pub mod config;
@@ -19,6 +20,10 @@ pub mod exec;
 pub mod net;
 #[cfg(not(loom))]
 pub mod node;
+#[cfg(loom)]
+#[allow(dead_code)]
+#[path = "cluster/stalls.rs"]
+mod stalls;
 #[cfg(not(loom))]
 pub mod stats;
 pub mod store;

@@ -6,6 +6,9 @@
 //! node's lease loop on the async runtime (a runtime starved of CPU, or
 //! blocked, answers its peers late just as a stopped process does).
 
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,19 +16,63 @@ use std::time::{Duration, Instant};
 /// How often the ticker runs.
 const TICK: Duration = Duration::from_millis(10);
 /// A gap longer than this is a stall: shorter than the time a peer waits
-/// before it stops requiring this node's lease (`lease::SILENT`).
+/// before it gives up on this node (`route::SILENT`).
 pub const STALL: Duration = Duration::from_millis(40);
 /// A runtime tick later than this is a stall: the lease loop ticks every
 /// 20 ms, and a runtime this late may have left a peer's request
 /// unanswered for `SILENT`.
 pub const RUNTIME_STALL: Duration = Duration::from_millis(60);
 
+/// One ticker: its last tick, and how late a tick may come before the gap
+/// is a stall. The part of [`Stalls`] that threads race on (a loom model
+/// below).
+struct Ticker {
+    /// µs since [`Stalls`] started; 0: not ticking yet.
+    last_us: AtomicU64,
+    limit_us: u64,
+    name: &'static str,
+}
+
+impl Ticker {
+    fn new(limit: Duration, name: &'static str) -> Ticker {
+        Ticker {
+            last_us: AtomicU64::new(0),
+            limit_us: limit.as_micros() as u64,
+            name,
+        }
+    }
+
+    /// Whether `now_us` is more than the limit past the last tick; if so it
+    /// is counted into `count`, and the new count returned.
+    fn check(&self, now_us: u64, count: &AtomicU64) -> Option<u64> {
+        let last = self.last_us.load(Ordering::Acquire);
+        if last == 0 || now_us.saturating_sub(last) <= self.limit_us {
+            return None;
+        }
+        // Counted before the gap closes, so no caller sees the gap closed
+        // and the old count; two callers may both count it, which only
+        // costs a second round of lease requests.
+        let n = count.fetch_add(1, Ordering::AcqRel) + 1;
+        self.last_us.fetch_max(now_us, Ordering::AcqRel);
+        let gap_ms = (now_us - last) / 1000;
+        tracing::warn!(gap_ms, ticker = self.name, "this node stalled");
+        Some(n)
+    }
+
+    /// A tick at `now_us`; a gap up to it is counted first.
+    fn tick(&self, now_us: u64, count: &AtomicU64) {
+        self.check(now_us, count);
+        self.last_us.store(now_us.max(1), Ordering::Release);
+    }
+}
+
 /// This process's stalls.
 pub struct Stalls {
     started: Instant,
-    last_tick_us: AtomicU64,
-    /// The runtime's last tick (0: not ticking yet).
-    last_runtime_tick_us: AtomicU64,
+    /// The thread of its own.
+    process: Ticker,
+    /// The node's lease loop.
+    runtime: Ticker,
     count: AtomicU64,
 }
 
@@ -34,8 +81,8 @@ impl Stalls {
     pub fn start() -> Arc<Stalls> {
         let s = Arc::new(Stalls {
             started: Instant::now(),
-            last_tick_us: AtomicU64::new(0),
-            last_runtime_tick_us: AtomicU64::new(0),
+            process: Ticker::new(STALL, "process"),
+            runtime: Ticker::new(RUNTIME_STALL, "runtime"),
             count: AtomicU64::new(0),
         });
         let ticker = Arc::downgrade(&s);
@@ -43,8 +90,7 @@ impl Stalls {
             .name("zc-stalls".into())
             .spawn(move || {
                 while let Some(s) = ticker.upgrade() {
-                    s.count();
-                    s.last_tick_us.store(s.now_us(), Ordering::Release);
+                    s.process.tick(s.now_us(), &s.count);
                     drop(s);
                     std::thread::sleep(TICK);
                 }
@@ -61,33 +107,46 @@ impl Stalls {
 
     /// The runtime's tick: called by the node's lease loop.
     pub fn runtime_tick(&self) {
-        self.count();
-        self.last_runtime_tick_us
-            .store(self.now_us().max(1), Ordering::Release);
+        self.runtime.tick(self.now_us(), &self.count);
     }
 
     /// Stalls so far. Checks the tickers' gaps itself, so a request served
     /// in the first instant after a stall already sees it.
     pub fn count(&self) -> u64 {
         let now = self.now_us();
-        for (last_tick, limit, what) in [
-            (&self.last_tick_us, STALL, "process"),
-            (&self.last_runtime_tick_us, RUNTIME_STALL, "runtime"),
-        ] {
-            let last = last_tick.load(Ordering::Acquire);
-            if last == 0 && what == "runtime" {
-                continue;
-            }
-            if now.saturating_sub(last) > limit.as_micros() as u64 {
-                // Counted before the gap closes, so no caller sees the gap
-                // closed and the old count; two callers may both count it,
-                // which only costs a second round of lease requests.
-                let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-                last_tick.fetch_max(now, Ordering::AcqRel);
-                tracing::warn!(gap_ms = (now - last) / 1000, what, "this node stalled");
+        for ticker in [&self.process, &self.runtime] {
+            if let Some(n) = ticker.check(now, &self.count) {
                 return n;
             }
         }
         self.count.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::{AtomicU64, Ordering, Ticker};
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::time::Duration;
+
+    /// A caller at the end of a stall, racing the tick that closes the gap,
+    /// sees the stall counted whichever it finds: the gap still open (it
+    /// counts it) or closed (the tick counted it first).
+    #[test]
+    fn a_closed_gap_is_never_seen_with_the_old_count() {
+        loom::model(|| {
+            let count = Arc::new(AtomicU64::new(0));
+            let ticker = Arc::new(Ticker::new(Duration::from_micros(40), "model"));
+            ticker.last_us.store(10, Ordering::Relaxed);
+            let (c, t) = (count.clone(), ticker.clone());
+            // Both at µs 100: a gap of 90, over the limit of 40.
+            let tick = thread::spawn(move || t.tick(100, &c));
+            let seen = ticker
+                .check(100, &count)
+                .unwrap_or_else(|| count.load(Ordering::Acquire));
+            tick.join().unwrap();
+            assert!(seen >= 1, "a caller after the stall saw none");
+        });
     }
 }
