@@ -520,6 +520,7 @@ impl RequestParser {
             b"version" => Command::Version,
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
+            b"zc_asked" if n == 2 => Command::PeerAsked { node: slice(1) },
             b"zc_lease" if n == 2 => Command::PeerLease {
                 node: slice(1),
                 fenced: false,

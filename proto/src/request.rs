@@ -140,6 +140,13 @@ pub enum Command {
         node: Bytes,
         fenced: bool,
     },
+    /// `zc_asked <node>`: how long ago (ms) that node last asked this
+    /// node for a lease, answered as a number: a writer asks the other
+    /// nodes before it takes a node's silence for a stop.
+    PeerAsked {
+        /// The node asked about.
+        node: Bytes,
+    },
     /// `zc_gets <key>*` / `zc_gats <exptime> <key>*`: a peer's read that
     /// compares versions. Like `gets`/`gats`, but a key deleted at a known
     /// version answers with its tombstone (see [`Response::Versioned`]).
@@ -266,6 +273,9 @@ impl Command {
         match self {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
+            }
+            Command::PeerAsked { node } => {
+                push_key_line(out, "zc_asked", std::slice::from_ref(node))
             }
             Command::PeerLease { node, fenced } => {
                 let mut words = vec![node.clone()];

@@ -10,17 +10,19 @@
 //!   router; only a grant from this router ends that);
 //! - or the node is stopped: it has asked nothing for [`STOPPED`] while
 //!   this router ran without a stall (a live node asks every [`ASK_EVERY`],
-//!   and its requests are never held back by a mark-down), and the last
-//!   lease granted has run out. A stopped node sees its own stall when it
-//!   runs again and holds no lease from then on.
+//!   and its requests are never held back by a mark-down), the last lease
+//!   granted has run out, and every other node says the node has asked it
+//!   nothing for [`SILENT`] either (`zc_asked`; a node cut off from this
+//!   router alone still asks the others). A stopped node sees its own
+//!   stall when it runs again and holds no lease from then on.
 //!
 //! A node gives up on a peer only when that peer left one of its requests
-//! unanswered for [`SILENT`] while the lease still held (a hung peer
-//! acknowledges nothing); a router that was itself slow or stopped cannot
-//! tell whether that happened, which is why the node's own word is asked
-//! for. The one case this cannot tell apart is a node alive and serving
-//! whose requests to this router are all lost while this router's copies to
-//! it fail too (a two-way partition between two live nodes): `tests/README.md`.
+//! unanswered for [`SILENT`] while the lease still held and every other
+//! peer answers it (a hung peer acknowledges nothing; a node that hears
+//! nobody is cut off itself); a router that was itself slow or stopped
+//! cannot tell whether that happened, which is why the node's own word is
+//! asked for. With no third node to ask (two nodes in all), a partition
+//! between the two looks like a stop: `tests/README.md`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,6 +50,19 @@ pub const FENCE_WAIT: Duration = Duration::from_millis(300);
 /// The count of this process's stalls (a router that cannot stall, such
 /// as the client's in direct mode, which no node asks for leases, counts 0).
 pub type StallCount = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// What a router knows of a node that missed a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// It may still serve what it missed.
+    Unknown,
+    /// It said it is fenced, since the last grant.
+    Said,
+    /// It asked nothing for [`STOPPED`] and its lease ran out: fenced if it
+    /// is stopped, which the other nodes confirm when it asked them
+    /// nothing either.
+    Silent,
+}
 
 /// The leases this router granted, by node id.
 pub struct Grants {
@@ -103,23 +118,32 @@ impl Grants {
         last.unwrap_or(self.started) + LEASE
     }
 
-    /// Whether `node` serves nothing until this router grants it a lease
-    /// again: it said so, or it is stopped (module docs).
-    pub fn fenced(&self, node: &str) -> bool {
+    /// What this router knows of `node` being fenced (module docs).
+    pub fn fenced(&self, node: &str) -> Fence {
         let stalls = (self.stalls)();
         let now = Instant::now();
         let nodes = self.lock();
         let Some(g) = nodes.get(node) else {
-            return false;
+            return Fence::Unknown;
         };
         if g.fenced {
-            return true;
+            return Fence::Said;
         }
         let ran_out = now >= g.last.unwrap_or(self.started) + LEASE;
-        let stopped = g
+        let silent = g
             .last_ask
             .is_some_and(|(at, s)| s == stalls && now >= at + STOPPED);
-        ran_out && stopped
+        match ran_out && silent {
+            true => Fence::Silent,
+            false => Fence::Unknown,
+        }
+    }
+
+    /// How long ago `node` last asked for a lease (since this router
+    /// started, when it never did): answers `zc_asked`.
+    pub fn asked_ago(&self, node: &str) -> Duration {
+        let last = self.lock().get(node).and_then(|g| g.last_ask);
+        last.map_or(self.started, |(at, _)| at).elapsed()
     }
 }
 
@@ -133,16 +157,16 @@ mod tests {
     #[test]
     fn a_node_is_fenced_once_it_says_so_after_the_last_grant() {
         let g = Grants::new(Box::new(|| 0));
-        assert!(!g.fenced("x"), "never asked: nothing known");
+        assert_eq!(g.fenced("x"), Fence::Unknown, "never asked");
         g.asked("x", false, true);
-        assert!(!g.fenced("x"), "holds a lease");
+        assert_eq!(g.fenced("x"), Fence::Unknown, "holds a lease");
         g.asked("x", true, false);
-        assert!(g.fenced("x"));
+        assert_eq!(g.fenced("x"), Fence::Said);
         // A grant ends it: the node may serve again.
         g.asked("x", true, true);
-        assert!(!g.fenced("x"));
+        assert_eq!(g.fenced("x"), Fence::Unknown);
         g.asked("x", false, false);
-        assert!(!g.fenced("x"), "still holds the lease, or gave up on us");
+        assert_eq!(g.fenced("x"), Fence::Unknown, "holds the lease, or gave up on us");
     }
 
     #[test]
@@ -152,15 +176,17 @@ mod tests {
         let g = Grants::new(Box::new(move || count.load(Ordering::Relaxed)));
         g.asked("x", false, true);
         std::thread::sleep(LEASE);
-        assert!(!g.fenced("x"), "its lease ran out, but it may be alive");
+        assert_eq!(g.fenced("x"), Fence::Unknown, "lease ran out, may be alive");
         std::thread::sleep(STOPPED - LEASE);
-        assert!(g.fenced("x"), "asked nothing for STOPPED, lease run out");
+        assert_eq!(g.fenced("x"), Fence::Silent, "asked nothing for STOPPED");
+        assert!(g.asked_ago("x") >= STOPPED);
         // This router stalled since: the silence may be its own.
         stalls.store(1, Ordering::Relaxed);
-        assert!(!g.fenced("x"));
+        assert_eq!(g.fenced("x"), Fence::Unknown);
         // It asks again: not silent any more.
         g.asked("x", false, false);
-        assert!(!g.fenced("x"));
+        assert_eq!(g.fenced("x"), Fence::Unknown);
+        assert!(g.asked_ago("x") < SILENT);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
-pub use fence::{Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
+pub use fence::{Fence, Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};
@@ -94,6 +94,8 @@ pub struct Router {
     pub hints: Arc<Hints>,
     /// Read leases granted to nodes; kept across reloads.
     pub grants: Arc<Grants>,
+    /// The node this router runs in (`None`: a client's).
+    pub me: Option<String>,
 }
 
 impl Router {
@@ -116,13 +118,15 @@ impl Router {
     /// background bound and CAS clock.
     pub fn reloaded(topology: Topology, previous: &Router) -> Router {
         previous.hints.set_max_bytes(topology.hints_max_bytes);
-        Router::with(
+        let mut router = Router::with(
             topology,
             previous.background.clone(),
             previous.cas.clone(),
             previous.hints.clone(),
             previous.grants.clone(),
-        )
+        );
+        router.me = previous.me.clone();
+        router
     }
 
     fn with(
@@ -146,6 +150,7 @@ impl Router {
             cas,
             hints,
             grants,
+            me: None,
         }
     }
 
@@ -274,6 +279,13 @@ impl Router {
                         "no lease: writes for {id} not delivered yet; ask again"
                     )))
                 }
+            }
+            Route::Asked => {
+                let Command::PeerAsked { node } = cmd else {
+                    unreachable!("plan gives Asked to zc_asked only")
+                };
+                let ago = self.grants.asked_ago(&String::from_utf8_lossy(&node));
+                Ok(Response::Number(ago.as_millis() as u64))
             }
             Route::Local => Err(Error::Protocol(
                 "a local command has no route; the node that received it answers it".into(),

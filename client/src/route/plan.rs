@@ -30,6 +30,9 @@ pub enum Route {
     /// `zc_lease <node>`: replay this router's hints for that node, then
     /// grant it a read lease (`fence.rs`).
     Lease,
+    /// `zc_asked <node>`: how long ago that node last asked this router
+    /// for a lease (`fence.rs`).
+    Asked,
     /// Answered by the node that received it (`stats`, `version`, `mn`,
     /// errors, …).
     Local,
@@ -65,6 +68,7 @@ pub fn plan(cmd: &Command) -> Route {
         } => Route::FanOut { stamp: true },
         Command::FlushAll { .. } => Route::Everywhere,
         Command::PeerLease { .. } => Route::Lease,
+        Command::PeerAsked { .. } => Route::Asked,
         Command::Version
         | Command::Verbosity { .. }
         | Command::Stats { .. }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, Response};
 
 use super::read::read_item;
-use super::{Kind, Router, Transport, FENCE_WAIT};
+use super::{Fence, Kind, Router, Transport, FENCE_WAIT, SILENT};
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::NodeConfig;
@@ -107,7 +107,7 @@ impl Router {
         }
         match first_ack {
             Some(r) if acks >= needed => {
-                self.fence(&failed, acks).await?;
+                self.fence(t, &failed, acks).await?;
                 r
             }
             _ => Err(Error::WritePolicy {
@@ -124,15 +124,31 @@ impl Router {
     /// acknowledged: each is dead, or has been given the write since, or is
     /// fenced (`fence.rs`) — waited for up to [`FENCE_WAIT`]. Otherwise the
     /// outcome is unknown (`acked` zones have the write).
-    async fn fence(&self, failed: &[(NodeConfig, Error)], acked: usize) -> Result<(), Error> {
+    async fn fence<T: Transport>(
+        &self,
+        t: &T,
+        failed: &[(NodeConfig, Error)],
+        acked: usize,
+    ) -> Result<(), Error> {
         let until = Instant::now() + FENCE_WAIT;
         let fenced = join_all(failed.iter().map(|(node, e)| async move {
             if e.is_refused() {
                 return true;
             }
+            let mut others_asked = false;
             loop {
-                if !self.hints.is_behind(node) || self.grants.fenced(&node.id) {
+                if !self.hints.is_behind(node) {
                     return true;
+                }
+                match self.grants.fenced(&node.id) {
+                    Fence::Said => return true,
+                    Fence::Silent if !others_asked => {
+                        if self.nobody_else_hears(t, node, until).await {
+                            return true;
+                        }
+                        others_asked = true;
+                    }
+                    _ => {}
                 }
                 if Instant::now() >= until {
                     return false;
@@ -148,6 +164,33 @@ impl Router {
                 node.id
             ))),
         }
+    }
+
+    /// Whether every other node (not `node`, not this one) says `node` has
+    /// asked it nothing for [`SILENT`]: then `node`, silent here too, is
+    /// stopped rather than cut off from this node alone.
+    async fn nobody_else_hears<T: Transport>(
+        &self,
+        t: &T,
+        node: &NodeConfig,
+        until: Instant,
+    ) -> bool {
+        let me = self.me.as_deref();
+        let ask = Command::PeerAsked {
+            node: Bytes::from(node.id.clone()),
+        };
+        let deadline = until
+            .saturating_duration_since(Instant::now())
+            .min(SILENT)
+            .max(Duration::from_millis(1));
+        let others = self
+            .topology
+            .nodes()
+            .filter(|n| n.id != node.id && Some(n.id.as_str()) != me);
+        let answers = join_all(others.map(|n| t.call(n, &ask, Lane::Realtime, deadline))).await;
+        answers
+            .into_iter()
+            .all(|a| matches!(a, Ok(Response::Number(ms)) if ms >= SILENT.as_millis() as u64))
     }
 
     /// A delete in every zone: with `versioned`, as `md … E<version>` so
@@ -275,7 +318,7 @@ impl Router {
             });
         let failed: Vec<_> = join_all(calls).await.into_iter().flatten().collect();
         let acked = self.topology.zones.len() - failed.len();
-        self.fence(&failed, acked).await
+        self.fence(t, &failed, acked).await
     }
 
     /// `flush_all` on every node of every zone.

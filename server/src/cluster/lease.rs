@@ -8,9 +8,10 @@
 //! zones and peers asking it hear `SERVER_ERROR`.
 //!
 //! A peer that leaves a request unanswered for `SILENT` while its lease
-//! still holds is given up on (a hung peer acknowledges nothing), decided
-//! when that request times out — so a node that was itself slow never
-//! gives up on a peer by its own delay. A lease that ran out first is never
+//! still holds, while every other peer answers, is given up on (a hung
+//! peer acknowledges nothing; a node that hears nobody is cut off itself),
+//! decided when that request times out — so a node that was itself slow
+//! never gives up on a peer by its own delay. A lease that ran out first is never
 //! given up on: the peer may hold writes for this node; this node then
 //! tells the peer it is fenced. A peer found dead after its lease ran out
 //! may have died holding such writes, so this node flushes itself when
@@ -84,7 +85,23 @@ struct State {
     ids: Vec<String>,
     /// Peers with a request in flight.
     asking: HashSet<String>,
+    /// When each peer last answered (granted or not).
+    heard: HashMap<String, Instant>,
     stalls_seen: u64,
+}
+
+impl State {
+    /// Whether every peer but `silent` answered within `SILENT` (or is
+    /// dead): this node is not cut off itself, so `silent` is the one hung.
+    fn hears_the_others(&self, silent: &str, now: Instant) -> bool {
+        self.ids.iter().filter(|id| *id != silent).all(|id| {
+            matches!(self.peers.get(id), Some(Peer::Absent | Peer::Lost))
+                || self
+                    .heard
+                    .get(id)
+                    .is_some_and(|at| now.saturating_duration_since(*at) <= SILENT)
+        })
+    }
 }
 
 /// This node's leases from its peers.
@@ -112,6 +129,7 @@ impl Leases {
                 peers: HashMap::new(),
                 ids: Vec::new(),
                 asking: HashSet::new(),
+                heard: HashMap::new(),
                 stalls_seen,
             }),
             serve_until_us: AtomicU64::new(0),
@@ -242,9 +260,15 @@ impl Leases {
         let leased = Peer::Leased {
             until: sent + LEASE,
         };
+        if matches!(answer, Answer::Granted | Answer::Behind) {
+            state.heard.insert(id.to_string(), now);
+        }
         let next = match (answer, p) {
-            // Unanswered for SILENT while its lease held: hung.
-            (Answer::Silent, Peer::Leased { until }) if until > now && now >= sent + SILENT => {
+            // Unanswered for SILENT while its lease held, while the others
+            // answer: hung.
+            (Answer::Silent, Peer::Leased { until })
+                if until > now && now >= sent + SILENT && state.hears_the_others(id, now) =>
+            {
                 tracing::warn!(peer = id, "peer silent while its lease held: not required");
                 Peer::Silent
             }
@@ -327,6 +351,18 @@ mod tests {
         // p answers again, holding writes for this node: fenced at once.
         l.answered("p", Instant::now(), Answer::Behind, no_flush);
         assert!(!l.serving() && l.fenced_by("p"));
+    }
+
+    #[test]
+    fn a_node_that_hears_no_other_peer_gives_up_on_nobody() {
+        let l = leases();
+        let asked = Instant::now() - SILENT;
+        l.answered("p", asked, Answer::Granted, no_flush);
+        // q has not answered: this node may be the one cut off, so p's
+        // silence is not taken for a hang.
+        l.answered("p", asked, Answer::Silent, no_flush);
+        std::thread::sleep(LEASE);
+        assert!(l.fenced_by("p"), "p's lease ran out and p is still required");
     }
 
     #[test]

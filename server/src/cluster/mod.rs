@@ -93,7 +93,10 @@ impl ClusterView {
                     .id
                     .bytes()
                     .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-                Router::new(topology.cluster, tag, Box::new(move || stalls.count()))
+                let mut router =
+                    Router::new(topology.cluster, tag, Box::new(move || stalls.count()));
+                router.me = Some(topology.me.id.clone());
+                router
             }
         };
         ClusterView {

@@ -95,7 +95,9 @@ pub async fn serve(
                 (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
-                (Some(cluster), _) if matches!(cmd, Command::PeerLease { .. }) => {
+                (Some(cluster), _)
+                    if matches!(cmd, Command::PeerLease { .. } | Command::PeerAsked { .. }) =>
+                {
                     cluster.serve(&front.exec, cmd, lane).await
                 }
                 (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
