@@ -32,13 +32,26 @@ pub struct TestCluster {
     /// With [`TestCluster::start_proxied`]: each node's proxy, at the
     /// node's address in the config, and the port the node listens on.
     proxies: HashMap<String, (Proxy, u16)>,
+    /// With [`TestCluster::start_linked`]: a proxy per (from, to) pair of
+    /// nodes, where `from`'s config puts `to`.
+    links: HashMap<(String, String), Proxy>,
+}
+
+/// Where the harness puts fault-injecting proxies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proxying {
+    None,
+    /// One in front of each node.
+    PerNode,
+    /// One per ordered pair of nodes.
+    PerLink,
 }
 
 impl TestCluster {
     /// Starts `zones` × `per_zone` nodes with `write_policy` and optional
     /// top-level config settings in TOML (`"write_deadline_ms = 200"`).
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
-        Self::launch(zones, per_zone, write_policy, extra, false)
+        Self::launch(zones, per_zone, write_policy, extra, Proxying::None)
     }
 
     /// Like [`TestCluster::start`], with every node behind a fault-injecting
@@ -51,7 +64,20 @@ impl TestCluster {
         write_policy: &str,
         extra: &str,
     ) -> TestCluster {
-        Self::launch(zones, per_zone, write_policy, extra, true)
+        Self::launch(zones, per_zone, write_policy, extra, Proxying::PerNode)
+    }
+
+    /// Like [`TestCluster::start`], with a proxy on every link between two
+    /// nodes ([`TestCluster::link`]): each node's config puts every peer at
+    /// the proxy of that link (realtime port), so two nodes can be cut
+    /// apart while both still reach the others.
+    pub fn start_linked(
+        zones: usize,
+        per_zone: usize,
+        write_policy: &str,
+        extra: &str,
+    ) -> TestCluster {
+        Self::launch(zones, per_zone, write_policy, extra, Proxying::PerLink)
     }
 
     fn launch(
@@ -59,7 +85,7 @@ impl TestCluster {
         per_zone: usize,
         write_policy: &str,
         extra: &str,
-        proxied: bool,
+        proxying: Proxying,
     ) -> TestCluster {
         let base = free_port_range(2 * (zones * per_zone) as u16).expect("free ports");
         let mut config = ClusterConfig::local(zones, per_zone, base).expect("cluster shape");
@@ -72,15 +98,24 @@ impl TestCluster {
             settings: extra.parse().expect("extra settings are TOML"),
             dir,
             proxies: HashMap::new(),
+            links: HashMap::new(),
         };
-        cluster.write_configs();
         let all: Vec<(String, NodeConfig)> = cluster
             .config
             .zones
             .iter()
             .flat_map(|z| z.nodes.iter().map(|n| (z.name.clone(), n.clone())))
             .collect();
-        for (_, node) in all.iter().filter(|_| proxied) {
+        for (_, from) in all.iter().filter(|_| proxying == Proxying::PerLink) {
+            for (_, to) in all.iter().filter(|(_, to)| to.id != from.id) {
+                let proxy = Proxy::start(([127, 0, 0, 1], 0).into(), to.addr);
+                cluster
+                    .links
+                    .insert((from.id.clone(), to.id.clone()), proxy);
+            }
+        }
+        cluster.write_configs();
+        for (_, node) in all.iter().filter(|_| proxying == Proxying::PerNode) {
             let port = free_port();
             let proxy = Proxy::start(node.addr, ([127, 0, 0, 1], port).into());
             cluster.proxies.insert(node.id.clone(), (proxy, port));
@@ -99,7 +134,14 @@ impl TestCluster {
     /// Writes every node's config.
     fn write_configs(&self) {
         for node in self.config.zones.iter().flat_map(|z| &z.nodes) {
-            let text = self.config.file_for(&node.id);
+            // With links, this node reaches each peer through its link.
+            let mut view = self.config.clone();
+            for peer in view.zones.iter_mut().flat_map(|z| z.nodes.iter_mut()) {
+                if let Some(link) = self.links.get(&(node.id.clone(), peer.id.clone())) {
+                    peer.addr = link.addr;
+                }
+            }
+            let text = view.file_for(&node.id);
             let mut table: toml::Table = text.parse().expect("a config is TOML");
             table.extend(self.settings.clone());
             let text = toml::to_string(&table).expect("TOML");
@@ -211,6 +253,14 @@ impl TestCluster {
     /// [`TestCluster::start_proxied`]).
     pub fn proxy(&self, id: &str) -> &Proxy {
         &self.proxies.get(id).expect("a proxied cluster's node").0
+    }
+
+    /// The proxy on the link from node `from` to node `to` (a cluster
+    /// started with [`TestCluster::start_linked`]).
+    pub fn link(&self, from: &str, to: &str) -> &Proxy {
+        self.links
+            .get(&(from.to_string(), to.to_string()))
+            .expect("a linked cluster's link")
     }
 
     /// The node with this id.

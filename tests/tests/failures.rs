@@ -217,3 +217,38 @@ fn case_7_read_repairs_skipped_while_home_is_down_are_counted() {
     });
     cluster.node(&home).server.signal(libc::SIGCONT);
 }
+
+/// Not one of the seven: two live nodes cut apart both ways while
+/// both still reach the third. a1 gives up on the silent b1 (it still hears
+/// c1); b1 must not take a1's silence for a stop, because c1 still hears
+/// a1. So a write through b1 that a1 missed is not acknowledged — and if it
+/// were, a1 would have to stop serving the older value.
+#[test]
+fn a_partition_between_two_live_nodes_never_undoes_an_acknowledged_write() {
+    let cluster = TestCluster::start_linked(3, 1, "all-minus-one", "");
+    let mut a1 = cluster.node("a1").server.connect();
+    let set = |v: &str| format!("set k 0 0 {}\r\n{v}\r\n", v.len());
+    eventually("k stored", || {
+        a1.send(set("old").as_bytes());
+        a1.read_until(b"\r\n") == b"STORED\r\n"
+    });
+    for (from, to) in [("a1", "b1"), ("b1", "a1")] {
+        cluster
+            .link(from, to)
+            .set(zonecache_tests::Fault::Blackhole);
+    }
+    // Long enough for a1 to find b1 silent and give up on it.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut b1 = cluster.node("b1").server.connect();
+    b1.send(set("new").as_bytes());
+    let reply = String::from_utf8_lossy(&b1.read_until(b"\r\n")).to_string();
+    let read = get(&cluster, "a1", "k");
+    assert!(
+        reply != "STORED\r\n" || read.as_deref() != Some("old"),
+        "b1 answered {reply:?}, then a1 served {read:?}"
+    );
+    assert!(
+        reply.starts_with("SERVER_ERROR outcome unknown"),
+        "b1 answered {reply:?}"
+    );
+}

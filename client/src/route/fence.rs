@@ -11,18 +11,19 @@
 //! - or the node is stopped: it has asked nothing for [`STOPPED`] while
 //!   this router ran without a stall (a live node asks every [`ASK_EVERY`],
 //!   and its requests are never held back by a mark-down), the last lease
-//!   granted has run out, and every other node says the node has asked it
-//!   nothing for [`SILENT`] either (`zc_asked`; a node cut off from this
-//!   router alone still asks the others). A stopped node sees its own
+//!   granted has run out, and the other nodes that answer (one at least)
+//!   say the node has asked them nothing for [`SILENT`] either
+//!   (`zc_asked`; a node cut off from this router alone still asks the
+//!   others). A stopped node sees its own
 //!   stall when it runs again and holds no lease from then on.
 //!
 //! A node gives up on a peer only when that peer left one of its requests
-//! unanswered for [`SILENT`] while the lease still held and every other
-//! peer answers it (a hung peer acknowledges nothing; a node that hears
-//! nobody is cut off itself); a router that was itself slow or stopped
-//! cannot tell whether that happened, which is why the node's own word is
-//! asked for. With no third node to ask (two nodes in all), a partition
-//! between the two looks like a stop: `tests/README.md`.
+//! unanswered for [`SILENT`] while the lease still held and another peer
+//! answers it (a hung peer acknowledges nothing; a node that hears nobody
+//! is cut off itself); a router that was itself slow or stopped cannot
+//! tell whether that happened, which is why the node's own word is asked
+//! for. What this cannot tell apart: a cluster split into two groups of
+//! two or more nodes each, and two nodes with no third: `tests/README.md`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -166,7 +167,11 @@ mod tests {
         g.asked("x", true, true);
         assert_eq!(g.fenced("x"), Fence::Unknown);
         g.asked("x", false, false);
-        assert_eq!(g.fenced("x"), Fence::Unknown, "holds the lease, or gave up on us");
+        assert_eq!(
+            g.fenced("x"),
+            Fence::Unknown,
+            "holds the lease, or gave up on us"
+        );
     }
 
     #[test]

@@ -166,9 +166,11 @@ impl Router {
         }
     }
 
-    /// Whether every other node (not `node`, not this one) says `node` has
-    /// asked it nothing for [`SILENT`]: then `node`, silent here too, is
-    /// stopped rather than cut off from this node alone.
+    /// Whether the other nodes (not `node`, not this one) that answer say
+    /// `node` has asked them nothing for [`SILENT`], and at least one
+    /// answers: then `node`, silent here too, is stopped rather than cut
+    /// off from this node alone. A node that does not answer may be
+    /// stopped itself (a whole zone stops together).
     async fn nobody_else_hears<T: Transport>(
         &self,
         t: &T,
@@ -188,9 +190,15 @@ impl Router {
             .nodes()
             .filter(|n| n.id != node.id && Some(n.id.as_str()) != me);
         let answers = join_all(others.map(|n| t.call(n, &ask, Lane::Realtime, deadline))).await;
-        answers
-            .into_iter()
-            .all(|a| matches!(a, Ok(Response::Number(ms)) if ms >= SILENT.as_millis() as u64))
+        let (mut asked, mut confirmed) = (0, 0);
+        for answer in &answers {
+            match answer {
+                Ok(Response::Number(ms)) if *ms >= SILENT.as_millis() as u64 => confirmed += 1,
+                Ok(Response::Number(_)) => asked += 1,
+                _ => {}
+            }
+        }
+        asked == 0 && (confirmed > 0 || answers.is_empty())
     }
 
     /// A delete in every zone: with `versioned`, as `md … E<version>` so

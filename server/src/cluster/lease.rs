@@ -8,8 +8,8 @@
 //! zones and peers asking it hear `SERVER_ERROR`.
 //!
 //! A peer that leaves a request unanswered for `SILENT` while its lease
-//! still holds, while every other peer answers, is given up on (a hung
-//! peer acknowledges nothing; a node that hears nobody is cut off itself),
+//! still holds, while another peer answers, is given up on (a hung peer
+//! acknowledges nothing; a node that hears nobody is cut off itself),
 //! decided when that request times out — so a node that was itself slow
 //! never gives up on a peer by its own delay. A lease that ran out first is never
 //! given up on: the peer may hold writes for this node; this node then
@@ -91,16 +91,17 @@ struct State {
 }
 
 impl State {
-    /// Whether every peer but `silent` answered within `SILENT` (or is
-    /// dead): this node is not cut off itself, so `silent` is the one hung.
-    fn hears_the_others(&self, silent: &str, now: Instant) -> bool {
-        self.ids.iter().filter(|id| *id != silent).all(|id| {
-            matches!(self.peers.get(id), Some(Peer::Absent | Peer::Lost))
-                || self
-                    .heard
+    /// Whether some peer but `silent` answered within `SILENT` (or there
+    /// is no other peer to hear): this node is not cut off itself, so it
+    /// may be `silent` that hangs.
+    fn hears_another(&self, silent: &str, now: Instant) -> bool {
+        let mut others = self.ids.iter().filter(|id| *id != silent).peekable();
+        others.peek().is_none()
+            || others.any(|id| {
+                self.heard
                     .get(id)
                     .is_some_and(|at| now.saturating_duration_since(*at) <= SILENT)
-        })
+            })
     }
 }
 
@@ -264,10 +265,10 @@ impl Leases {
             state.heard.insert(id.to_string(), now);
         }
         let next = match (answer, p) {
-            // Unanswered for SILENT while its lease held, while the others
-            // answer: hung.
+            // Unanswered for SILENT while its lease held, while another
+            // peer answers: hung.
             (Answer::Silent, Peer::Leased { until })
-                if until > now && now >= sent + SILENT && state.hears_the_others(id, now) =>
+                if until > now && now >= sent + SILENT && state.hears_another(id, now) =>
             {
                 tracing::warn!(peer = id, "peer silent while its lease held: not required");
                 Peer::Silent
@@ -362,7 +363,10 @@ mod tests {
         // silence is not taken for a hang.
         l.answered("p", asked, Answer::Silent, no_flush);
         std::thread::sleep(LEASE);
-        assert!(l.fenced_by("p"), "p's lease ran out and p is still required");
+        assert!(
+            l.fenced_by("p"),
+            "p's lease ran out and p is still required"
+        );
     }
 
     #[test]
