@@ -29,9 +29,6 @@ pub struct TestCluster {
     /// Top-level settings the test asked for, in TOML, over the config's.
     settings: toml::Table,
     dir: PathBuf,
-    /// With [`TestCluster::start_proxied`]: each node's proxy, at the
-    /// node's address in the config, and the port the node listens on.
-    proxies: HashMap<String, (Proxy, u16)>,
     /// With [`TestCluster::start_linked`]: a proxy per (from, to) pair of
     /// nodes, where `from`'s config puts `to`.
     links: HashMap<(String, String), Proxy>,
@@ -41,8 +38,6 @@ pub struct TestCluster {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proxying {
     None,
-    /// One in front of each node.
-    PerNode,
     /// One per ordered pair of nodes.
     PerLink,
 }
@@ -52,19 +47,6 @@ impl TestCluster {
     /// top-level config settings in TOML (`"write_deadline_ms = 200"`).
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
         Self::launch(zones, per_zone, write_policy, extra, Proxying::None)
-    }
-
-    /// Like [`TestCluster::start`], with every node behind a fault-injecting
-    /// proxy ([`TestCluster::proxy`]) at its address in the config: what
-    /// peers (and clients reading the config) reach. `node(id).server.addr`
-    /// still reaches the node directly.
-    pub fn start_proxied(
-        zones: usize,
-        per_zone: usize,
-        write_policy: &str,
-        extra: &str,
-    ) -> TestCluster {
-        Self::launch(zones, per_zone, write_policy, extra, Proxying::PerNode)
     }
 
     /// Like [`TestCluster::start`], with a proxy on every link between two
@@ -97,7 +79,6 @@ impl TestCluster {
             config,
             settings: extra.parse().expect("extra settings are TOML"),
             dir,
-            proxies: HashMap::new(),
             links: HashMap::new(),
         };
         let all: Vec<(String, NodeConfig)> = cluster
@@ -115,11 +96,6 @@ impl TestCluster {
             }
         }
         cluster.write_configs();
-        for (_, node) in all.iter().filter(|_| proxying == Proxying::PerNode) {
-            let port = free_port();
-            let proxy = Proxy::start(node.addr, ([127, 0, 0, 1], port).into());
-            cluster.proxies.insert(node.id.clone(), (proxy, port));
-        }
         for (zone, node) in all {
             cluster.spawn(&zone, &node);
         }
@@ -155,12 +131,8 @@ impl TestCluster {
             .batch_addr
             .expect("test nodes have a batch port")
             .port();
-        let port = self
-            .proxies
-            .get(&node.id)
-            .map_or(node.addr.port(), |(_, port)| *port);
         let server = Server::zonecached_on(
-            port,
+            node.addr.port(),
             &[
                 "--batch-port",
                 &batch.to_string(),
@@ -247,12 +219,6 @@ impl TestCluster {
             .find_map(|t| t.strip_prefix('c'))?
             .to_string();
         Some((lines.next()?.to_string(), cas))
-    }
-
-    /// The proxy in front of node `id` (a cluster started with
-    /// [`TestCluster::start_proxied`]).
-    pub fn proxy(&self, id: &str) -> &Proxy {
-        &self.proxies.get(id).expect("a proxied cluster's node").0
     }
 
     /// The proxy on the link from node `from` to node `to` (a cluster

@@ -441,7 +441,7 @@ fn check(history: &[Op], faults: &[Injected], t0: Instant) -> Vec<String> {
 /// Runs one seeded schedule: (operations, operations that failed, faults,
 /// violations).
 fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
-    let mut cluster = TestCluster::start_proxied(3, 2, "all-minus-one", "");
+    let mut cluster = TestCluster::start_linked(3, 2, "all-minus-one", "");
     {
         // Retried: on a loaded machine a copy may time out, and the set
         // then answers "outcome unknown" rather than STORED. One line per
@@ -505,7 +505,15 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
         std::thread::sleep(Duration::from_millis(100 + rng.below(300)));
         let victim = FRONTS[rng.below(FRONTS.len() as u64) as usize];
         let lasts = Duration::from_millis(100 + rng.below(900));
-        match rng.below(8) {
+        // Every link into `to`, or the two links between `a` and `b`.
+        let into = |to: &'static str| {
+            FRONTS
+                .iter()
+                .filter(move |f| **f != to)
+                .map(move |f| (*f, to))
+        };
+        let between = |a: &'static str, b: &'static str| [(a, b), (b, a)].into_iter();
+        match rng.below(10) {
             0 | 1 => {
                 injected(format!("restart {victim} (SIGKILL, start empty)"));
                 cluster.restart(victim);
@@ -517,7 +525,7 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
                 cluster.node(victim).server.signal(libc::SIGCONT);
                 injected(format!("SIGCONT {victim}"));
             }
-            _ => {
+            5..=7 => {
                 let fault = match rng.below(6) {
                     0 => Fault::Delay(Duration::from_millis(20 + rng.below(180))),
                     1 => Fault::Drop,
@@ -526,11 +534,31 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
                     4 => Fault::LoseRequests,
                     _ => Fault::LoseReplies,
                 };
-                injected(format!("proxy in front of {victim}: {fault:?}"));
-                cluster.proxy(victim).set(fault);
+                injected(format!("links into {victim}: {fault:?}"));
+                let links: Vec<_> = into(victim).collect();
+                for (from, to) in &links {
+                    cluster.link(from, to).set(fault);
+                }
                 std::thread::sleep(lasts);
-                cluster.proxy(victim).set(Fault::Pass);
-                injected(format!("proxy in front of {victim}: healed"));
+                for (from, to) in &links {
+                    cluster.link(from, to).set(Fault::Pass);
+                }
+                injected(format!("links into {victim}: healed"));
+            }
+            _ => {
+                let other = FRONTS[rng.below(FRONTS.len() as u64) as usize];
+                if other == victim {
+                    continue;
+                }
+                injected(format!("partition {victim} | {other} (both ways)"));
+                for (from, to) in between(victim, other) {
+                    cluster.link(from, to).set(Fault::Blackhole);
+                }
+                std::thread::sleep(lasts);
+                for (from, to) in between(victim, other) {
+                    cluster.link(from, to).set(Fault::Pass);
+                }
+                injected(format!("partition {victim} | {other}: healed"));
             }
         }
     }
@@ -567,10 +595,13 @@ fn run_schedule(seed: u64, seconds: u64) -> (usize, usize, usize, Vec<String>) {
     for (why, n) in common.iter().take(3) {
         eprintln!("  seed {seed}: {n} failed via {why}");
     }
-    let injected = faults
+    let kinds: Vec<&str> = faults
         .iter()
         .filter(|f| !f.what.starts_with("SIGCONT") && !f.what.ends_with("healed"))
-        .count();
+        .map(|f| f.what.as_str())
+        .collect();
+    eprintln!("  seed {seed} faults: {}", kinds.join("; "));
+    let injected = kinds.len();
     (history.len(), failed, injected, violations)
 }
 
