@@ -26,4 +26,6 @@ pub mod node;
 mod stalls;
 #[cfg(not(loom))]
 pub mod stats;
+#[cfg(not(loom))]
+pub mod status;
 pub mod store;

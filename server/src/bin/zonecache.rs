@@ -1,6 +1,8 @@
 //! `zonecache`: the operator's tool. `zonecache local` starts a whole
 //! cluster on loopback — zones × nodes, each its own `zonecached` process —
 //! prints every node's zone, address and pid, and stops them all on Ctrl-C.
+//! `zonecache status` shows every node and exits non-zero when one is down
+//! or the cluster is degraded.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -42,11 +44,41 @@ enum Cmd {
         #[arg(long)]
         config_dir: Option<PathBuf>,
     },
+    /// One row per node: zone, address, up/down (also as its peers see
+    /// it), items, memory, hit ratio and ops/s over the sample, whether it
+    /// serves reads, queued hints, replication failures. Exit code 0:
+    /// healthy, 1: a node is down, 2: degraded.
+    Status {
+        /// A cluster config file (any node's).
+        #[arg(long, conflicts_with = "seeds")]
+        config: Option<PathBuf>,
+        /// Nodes to ask (host:port, comma-separated); the others are
+        /// learned from them. Default: 127.0.0.1:11211.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every sample until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Milliseconds between the two readings that rates and hit ratio
+        /// are computed over.
+        #[arg(long, default_value_t = 1000)]
+        sample_ms: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let (zones, nodes, base_port, memory, write_policy, config_dir) = match Cli::parse().command {
         Cmd::Node(config) => return zonecache_server::node::run_node(config),
+        Cmd::Status {
+            config,
+            seeds,
+            json,
+            watch,
+            sample_ms,
+        } => return status(config, seeds, json, watch, Duration::from_millis(sample_ms)),
         Cmd::Local {
             zones,
             nodes,
@@ -61,6 +93,63 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("zonecache: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `zonecache status`: prints the report (again and again with `watch`)
+/// and exits with its code.
+fn status(
+    config: Option<PathBuf>,
+    seeds: Vec<String>,
+    json: bool,
+    watch: bool,
+    sample: Duration,
+) -> std::process::ExitCode {
+    use zonecache_server::status::{report, table, Source};
+    let source = match config {
+        Some(path) => match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| ClusterConfig::parse(&text))
+        {
+            Ok(c) => Source::Config(c),
+            Err(e) => {
+                eprintln!("zonecache: {}: {e}", path.display());
+                return std::process::ExitCode::from(3);
+            }
+        },
+        None => {
+            let seeds = if seeds.is_empty() {
+                vec!["127.0.0.1:11211".to_string()]
+            } else {
+                seeds
+            };
+            let addrs: Vec<_> = seeds
+                .iter()
+                .filter_map(|s| std::net::ToSocketAddrs::to_socket_addrs(s).ok()?.next())
+                .collect();
+            Source::Seeds(addrs)
+        }
+    };
+    loop {
+        let r = match report(&source, sample) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("zonecache: {e}");
+                return std::process::ExitCode::from(3);
+            }
+        };
+        let text = match json {
+            true => serde_json::to_string_pretty(&r).expect("a report is plain data") + "\n",
+            false => table(&r),
+        };
+        if watch {
+            // Clear the screen and print at the top.
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{text}");
+        if !watch {
+            return std::process::ExitCode::from(r.exit_code);
         }
     }
 }

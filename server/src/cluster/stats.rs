@@ -22,12 +22,16 @@ fn load(a: &AtomicU64) -> u64 {
 }
 
 impl ClusterView {
-    /// Per peer state, calls, mean latency, in flight, timeouts, errors,
-    /// shed calls and mark-downs.
+    /// Per peer zone, address, state, calls, mean latency, in flight,
+    /// timeouts, errors, shed calls and mark-downs.
     fn peer_stats(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let zones = &self.router.topology.zones;
         for p in self.peers.sorted() {
             let id = &p.config.id;
+            if let Some(z) = zones.iter().find(|z| z.nodes.iter().any(|n| n.id == *id)) {
+                out.push((format!("{id}:zone"), z.name.clone()));
+            }
             let s = &p.stats;
             let calls = load(&s.calls);
             let state = if p.is_down() { "down" } else { "up" };
@@ -47,11 +51,12 @@ impl ClusterView {
         out
     }
 
-    /// Home zone, policy and background queue; per zone fallbacks, read
-    /// repairs and replication failures.
+    /// This node's id, home zone, policy and background queue; per zone
+    /// fallbacks, read repairs and replication failures.
     fn zone_stats(&self) -> Vec<(String, String)> {
         let t = &self.router.topology;
         let mut out = vec![
+            ("node".to_string(), self.me.id.clone()),
             ("home_zone".to_string(), t.zones[0].name.clone()),
             (
                 "write_policy".to_string(),

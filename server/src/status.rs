@@ -1,0 +1,341 @@
+//! `zonecache status`: the cluster at a glance, for operators and scripts.
+//! Every node is asked for `stats`, `stats zones` and `stats peers` twice,
+//! a sample apart (rates and hit ratio are over that sample), on plain
+//! connections with bounded waits, so a hung node costs one timeout and
+//! shows as down. The exit code says whether all is well: 0 healthy, 1 a
+//! node is down, 2 degraded (a node not serving reads from its store,
+//! holding writes for a peer, or seen down by a peer).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use zonecache_client::ClusterConfig;
+
+/// How long one node may take to answer before it counts as down.
+const NODE_DEADLINE: Duration = Duration::from_millis(800);
+
+/// One node's figures, as `--json` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub zone: String,
+    pub addr: String,
+    /// `up`, `down` (this tool cannot reach it) or `suspect` (reachable,
+    /// but a peer has it marked down).
+    pub state: String,
+    /// Peers that see it up, of the peers that answered.
+    pub seen_up_by: usize,
+    pub seen_by: usize,
+    pub items: u64,
+    pub bytes: u64,
+    pub limit_bytes: u64,
+    /// Hits of the gets over the sample (`None`: no gets).
+    pub hit_ratio: Option<f64>,
+    pub ops_per_sec: f64,
+    /// Whether it serves reads from its own store (holds every peer's
+    /// read lease).
+    pub serving_reads: bool,
+    /// Writes it holds for peers that missed them.
+    pub hints_queued: u64,
+    /// Copies to other zones that failed, since it started.
+    pub replication_failures: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub nodes: Vec<NodeStatus>,
+    /// 0 healthy, 1 a node down, 2 degraded.
+    pub exit_code: u8,
+    /// Why the exit code is not 0.
+    pub problems: Vec<String>,
+}
+
+/// Where the tool learns the nodes.
+pub enum Source {
+    /// A cluster config file (any node's).
+    Config(ClusterConfig),
+    /// Reachable nodes; the others are learned from their `stats peers`.
+    Seeds(Vec<SocketAddr>),
+}
+
+/// Reads the cluster: the figures `sample` apart.
+pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
+    let nodes = match source {
+        Source::Config(c) => c
+            .zones
+            .iter()
+            .flat_map(|z| {
+                z.nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), z.name.clone(), n.addr))
+            })
+            .collect(),
+        Source::Seeds(seeds) => discover(seeds)?,
+    };
+    let first: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(*a)).collect();
+    let started = Instant::now();
+    std::thread::sleep(sample);
+    let second: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(*a)).collect();
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    // Each node's view of its peers: id -> (seen up, seen at all).
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for f in second.iter().flatten() {
+        for (key, value) in &f.peers {
+            if let Some(id) = key.strip_suffix(":state") {
+                let e = seen.entry(id.to_string()).or_default();
+                e.1 += 1;
+                e.0 += usize::from(value == "up");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let mut exit_code = 0;
+    for ((id, zone, addr), (before, after)) in nodes.iter().zip(first.iter().zip(&second)) {
+        let (seen_up_by, seen_by) = seen.get(id).copied().unwrap_or_default();
+        let status = match (before, after) {
+            (Some(b), Some(a)) => {
+                let delta = |name: &str| a.stat(name).saturating_sub(b.stat(name));
+                let (hits, misses) = (delta("get_hits"), delta("get_misses"));
+                let ops: u64 = OPS.iter().map(|s| delta(s)).sum();
+                let state = if seen_up_by < seen_by {
+                    "suspect"
+                } else {
+                    "up"
+                };
+                let zones = |name: &str| a.zones.get(name).map(String::as_str);
+                let replication_failures = a
+                    .zones
+                    .iter()
+                    .filter(|(k, _)| k.ends_with(":replication_failures"))
+                    .filter_map(|(_, v)| v.parse::<u64>().ok())
+                    .sum();
+                NodeStatus {
+                    node: id.clone(),
+                    zone: zone.clone(),
+                    addr: addr.to_string(),
+                    state: state.into(),
+                    seen_up_by,
+                    seen_by,
+                    items: a.stat("curr_items"),
+                    bytes: a.stat("bytes"),
+                    limit_bytes: a.stat("limit_maxbytes"),
+                    hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+                    ops_per_sec: ops as f64 / secs,
+                    serving_reads: zones("serving_reads") != Some("0"),
+                    hints_queued: zones("hints_queued")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    replication_failures,
+                }
+            }
+            _ => NodeStatus {
+                node: id.clone(),
+                zone: zone.clone(),
+                addr: addr.to_string(),
+                state: "down".into(),
+                seen_up_by,
+                seen_by,
+                items: 0,
+                bytes: 0,
+                limit_bytes: 0,
+                hit_ratio: None,
+                ops_per_sec: 0.0,
+                serving_reads: false,
+                hints_queued: 0,
+                replication_failures: 0,
+            },
+        };
+        match status.state.as_str() {
+            "down" => {
+                problems.push(format!("{id} ({addr}) does not answer"));
+                exit_code = 1;
+            }
+            "suspect" => {
+                problems.push(format!(
+                    "{id} is marked down by {} of {seen_by} peers",
+                    seen_by - seen_up_by
+                ));
+            }
+            _ => {}
+        }
+        if status.state != "down" {
+            if !status.serving_reads {
+                problems.push(format!(
+                    "{id} serves no reads from its store (lacks a peer's read lease)"
+                ));
+            }
+            if status.hints_queued > 0 {
+                problems.push(format!(
+                    "{id} holds {} writes for peers that missed them",
+                    status.hints_queued
+                ));
+            }
+        }
+        out.push(status);
+    }
+    if exit_code == 0 && !problems.is_empty() {
+        exit_code = 2;
+    }
+    Ok(Report {
+        nodes: out,
+        exit_code,
+        problems,
+    })
+}
+
+/// The counters whose sum is a node's operations.
+const OPS: [&str; 10] = [
+    "cmd_get",
+    "cmd_set",
+    "cmd_touch",
+    "cmd_meta",
+    "delete_hits",
+    "delete_misses",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+];
+
+/// One reading of a node's stats groups.
+struct Figures {
+    stats: BTreeMap<String, String>,
+    zones: BTreeMap<String, String>,
+    peers: BTreeMap<String, String>,
+}
+
+impl Figures {
+    /// `None` when the node does not answer in time.
+    fn read(addr: SocketAddr) -> Option<Figures> {
+        let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).ok()?;
+        s.set_read_timeout(Some(NODE_DEADLINE)).ok()?;
+        s.write_all(b"stats\r\nstats zones\r\nstats peers\r\n")
+            .ok()?;
+        let mut text = String::new();
+        let mut buf = [0u8; 16 * 1024];
+        while text.matches("END\r\n").count() < 3 {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let mut groups = text.split("END\r\n").map(|group| {
+            group
+                .lines()
+                .filter_map(|l| l.strip_prefix("STAT "))
+                .filter_map(|l| l.split_once(' '))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect::<BTreeMap<String, String>>()
+        });
+        Some(Figures {
+            stats: groups.next()?,
+            zones: groups.next()?,
+            peers: groups.next()?,
+        })
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.stats
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The nodes known to the first seed that answers: itself (`stats zones`:
+/// `node`, `home_zone`) and its peers (`stats peers`: `<id>:addr`,
+/// `<id>:zone`).
+fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, String> {
+    for seed in seeds {
+        let Some(f) = Figures::read(*seed) else {
+            continue;
+        };
+        let (Some(me), Some(zone)) = (f.zones.get("node"), f.zones.get("home_zone")) else {
+            return Err(format!(
+                "{seed} is not a cluster node (no node id in `stats zones`)"
+            ));
+        };
+        let mut nodes = vec![(me.clone(), zone.clone(), *seed)];
+        for (key, addr) in &f.peers {
+            let Some(id) = key.strip_suffix(":addr") else {
+                continue;
+            };
+            let zone = f
+                .peers
+                .get(&format!("{id}:zone"))
+                .cloned()
+                .unwrap_or_default();
+            let addr = addr
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{id}: bad address {addr}"))?;
+            nodes.push((id.to_string(), zone, addr));
+        }
+        nodes.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        return Ok(nodes);
+    }
+    Err("no seed answered; give reachable nodes or --config".into())
+}
+
+/// The report as a table, problems last.
+pub fn table(r: &Report) -> String {
+    let mut out = format!(
+        "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9} {:>6} {:>6} {:>8}\n",
+        "zone",
+        "node",
+        "address",
+        "state",
+        "seen up",
+        "items",
+        "MiB used/limit",
+        "hit %",
+        "ops/s",
+        "reads",
+        "hints",
+        "repl err"
+    );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for n in &r.nodes {
+        let hit = n
+            .hit_ratio
+            .map_or("-".to_string(), |h| format!("{:.1}", h * 100.0));
+        let (used, reads) = match n.state.as_str() {
+            "down" => ("-".to_string(), "-"),
+            _ => (
+                format!("{:.1}/{:.0}", mib(n.bytes), mib(n.limit_bytes)),
+                if n.serving_reads { "yes" } else { "no" },
+            ),
+        };
+        out.push_str(&format!(
+            "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9.0} {:>6} {:>6} {:>8}\n",
+            n.zone,
+            n.node,
+            n.addr,
+            n.state,
+            format!("{}/{}", n.seen_up_by, n.seen_by),
+            n.items,
+            used,
+            hit,
+            n.ops_per_sec,
+            reads,
+            n.hints_queued,
+            n.replication_failures
+        ));
+    }
+    match r.problems.is_empty() {
+        true => out.push_str("healthy\n"),
+        false => {
+            for p in &r.problems {
+                out.push_str(&format!("problem: {p}\n"));
+            }
+        }
+    }
+    out
+}
