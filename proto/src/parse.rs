@@ -521,6 +521,19 @@ impl RequestParser {
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
             b"zc_asked" if n == 2 => Command::PeerAsked { node: slice(1) },
+            b"zc_drain" if n == 3 => {
+                let percent = std::str::from_utf8(&slice(2))
+                    .ok()
+                    .and_then(|p| p.parse::<u8>().ok())
+                    .filter(|p| *p <= 100);
+                match percent {
+                    Some(percent) => Command::PeerDrain {
+                        zone: slice(1),
+                        percent,
+                    },
+                    None => return client(BAD_FORMAT),
+                }
+            }
             b"zc_lease" if n == 2 => Command::PeerLease {
                 node: slice(1),
                 fenced: false,

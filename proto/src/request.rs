@@ -140,6 +140,13 @@ pub enum Command {
         node: Bytes,
         fenced: bool,
     },
+    /// `zc_drain <zone> <percent>`: sets a zone's drain weight on this
+    /// node (the share of that zone's reads moved to other zones).
+    PeerDrain {
+        zone: Bytes,
+        /// 0–100.
+        percent: u8,
+    },
     /// `zc_asked <node>`: how long ago (ms) that node last asked this
     /// node for a lease, answered as a number: a writer asks the other
     /// nodes before it takes a node's silence for a stop.
@@ -273,6 +280,11 @@ impl Command {
         match self {
             Command::Get { keys, cas } => {
                 push_key_line(out, if *cas { "gets" } else { "get" }, keys)
+            }
+            Command::PeerDrain { zone, percent } => {
+                out.extend_from_slice(b"zc_drain ");
+                out.extend_from_slice(zone);
+                out.extend_from_slice(format!(" {percent}\r\n").as_bytes());
             }
             Command::PeerAsked { node } => {
                 push_key_line(out, "zc_asked", std::slice::from_ref(node))

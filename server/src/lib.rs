@@ -15,6 +15,8 @@
 pub mod cluster;
 pub mod config;
 #[cfg(not(loom))]
+pub mod drain;
+#[cfg(not(loom))]
 pub mod exec;
 #[cfg(not(loom))]
 pub mod net;

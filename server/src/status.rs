@@ -35,6 +35,9 @@ pub struct NodeStatus {
     /// Hits of the gets over the sample (`None`: no gets).
     pub hit_ratio: Option<f64>,
     pub ops_per_sec: f64,
+    /// Its zone's drain weight, as it has it (percent of the zone's reads
+    /// moved to other zones).
+    pub drain_percent: u8,
     /// Whether it serves reads from its own store (holds every peer's
     /// read lease).
     pub serving_reads: bool,
@@ -62,10 +65,10 @@ pub enum Source {
     Seeds(Vec<SocketAddr>),
 }
 
-/// Reads the cluster: the figures `sample` apart.
-pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
-    let nodes = match source {
-        Source::Config(c) => c
+/// The cluster's nodes: (id, zone, address).
+pub fn nodes(source: &Source) -> Result<Vec<(String, String, SocketAddr)>, String> {
+    match source {
+        Source::Config(c) => Ok(c
             .zones
             .iter()
             .flat_map(|z| {
@@ -73,9 +76,14 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                     .iter()
                     .map(|n| (n.id.clone(), z.name.clone(), n.addr))
             })
-            .collect(),
-        Source::Seeds(seeds) => discover(seeds)?,
-    };
+            .collect()),
+        Source::Seeds(seeds) => discover(seeds),
+    }
+}
+
+/// Reads the cluster: the figures `sample` apart.
+pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
+    let nodes = nodes(source)?;
     let first: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(*a)).collect();
     let started = Instant::now();
     std::thread::sleep(sample);
@@ -126,6 +134,9 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                     limit_bytes: a.stat("limit_maxbytes"),
                     hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
                     ops_per_sec: ops as f64 / secs,
+                    drain_percent: zones(&format!("{zone}:drain_percent"))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
                     serving_reads: zones("serving_reads") != Some("0"),
                     hints_queued: zones("hints_queued")
                         .and_then(|v| v.parse().ok())
@@ -145,6 +156,7 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                 limit_bytes: 0,
                 hit_ratio: None,
                 ops_per_sec: 0.0,
+                drain_percent: 0,
                 serving_reads: false,
                 hints_queued: 0,
                 replication_failures: 0,
@@ -287,7 +299,7 @@ fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, S
 /// The report as a table, problems last.
 pub fn table(r: &Report) -> String {
     let mut out = format!(
-        "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9} {:>6} {:>6} {:>8}\n",
+        "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9} {:>7} {:>6} {:>6} {:>8}\n",
         "zone",
         "node",
         "address",
@@ -297,6 +309,7 @@ pub fn table(r: &Report) -> String {
         "MiB used/limit",
         "hit %",
         "ops/s",
+        "drain %",
         "reads",
         "hints",
         "repl err"
@@ -314,7 +327,7 @@ pub fn table(r: &Report) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9.0} {:>6} {:>6} {:>8}\n",
+            "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9.0} {:>7} {:>6} {:>6} {:>8}\n",
             n.zone,
             n.node,
             n.addr,
@@ -324,6 +337,7 @@ pub fn table(r: &Report) -> String {
             used,
             hit,
             n.ops_per_sec,
+            n.drain_percent,
             reads,
             n.hints_queued,
             n.replication_failures

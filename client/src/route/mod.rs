@@ -15,6 +15,7 @@
 //! uses its pools, a node also runs commands for itself without a hop, and
 //! the tests use an in-memory cluster (`memory.rs`).
 
+mod drain;
 mod fence;
 mod hints;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
+pub use drain::Drains;
 pub use fence::{Fence, Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};
@@ -96,6 +98,8 @@ pub struct Router {
     pub grants: Arc<Grants>,
     /// The node this router runs in (`None`: a client's).
     pub me: Option<String>,
+    /// Zones' drain weights; kept across reloads.
+    pub drains: Arc<Drains>,
 }
 
 impl Router {
@@ -126,6 +130,7 @@ impl Router {
             previous.grants.clone(),
         );
         router.me = previous.me.clone();
+        router.drains = previous.drains.clone();
         router
     }
 
@@ -151,6 +156,7 @@ impl Router {
             hints,
             grants,
             me: None,
+            drains: Arc::default(),
         }
     }
 
@@ -279,6 +285,17 @@ impl Router {
                         "no lease: writes for {id} not delivered yet; ask again"
                     )))
                 }
+            }
+            Route::Drain => {
+                let Command::PeerDrain { zone, percent } = cmd else {
+                    unreachable!("plan gives Drain to zc_drain only")
+                };
+                let zone = String::from_utf8_lossy(&zone);
+                if !self.topology.zones.iter().any(|z| z.name == zone) {
+                    return Err(Error::Client(format!("no zone {zone} in this cluster")));
+                }
+                self.drains.set(&zone, percent);
+                Ok(Response::Ok)
             }
             Route::Asked => {
                 let Command::PeerAsked { node } = cmd else {

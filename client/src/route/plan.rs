@@ -33,6 +33,8 @@ pub enum Route {
     /// `zc_asked <node>`: how long ago that node last asked this router
     /// for a lease (`fence.rs`).
     Asked,
+    /// `zc_drain <zone> <percent>`: set a zone's drain weight (`drain.rs`).
+    Drain,
     /// Answered by the node that received it (`stats`, `version`, `mn`,
     /// errors, …).
     Local,
@@ -69,6 +71,7 @@ pub fn plan(cmd: &Command) -> Route {
         Command::FlushAll { .. } => Route::Everywhere,
         Command::PeerLease { .. } => Route::Lease,
         Command::PeerAsked { .. } => Route::Asked,
+        Command::PeerDrain { .. } => Route::Drain,
         Command::Version
         | Command::Verbosity { .. }
         | Command::Stats { .. }

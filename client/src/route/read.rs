@@ -32,9 +32,22 @@ pub struct Found {
     pub zones_tried: usize,
 }
 
+/// A multi-key read's progress across zones.
+struct Search {
+    found: Found,
+    /// Keys neither found nor known deleted yet.
+    missing: Vec<Bytes>,
+    /// Keys some zone answered for (a miss there is a real miss).
+    answered: HashSet<Bytes>,
+    /// The last error for each key a zone failed to answer.
+    errors: HashMap<Bytes, Error>,
+}
+
 impl Router {
     /// Multi-key read: keys grouped by owner, one request per owner; only
-    /// the keys still missing go to the next zone, again grouped.
+    /// the keys still missing go to the next zone, again grouped. A zone's
+    /// drained share of the keys (`drain.rs`) skips it, and is asked there
+    /// last only for keys no other zone answered for.
     pub async fn multi_get<T: Transport>(
         &self,
         t: &T,
@@ -42,61 +55,108 @@ impl Router {
         touch: Option<i32>,
         lane: Lane,
     ) -> Found {
-        let mut found = Found::default();
-        let mut missing: Vec<Bytes> = keys.to_vec();
-        missing.sort();
-        missing.dedup();
-        // Keys that some zone answered for (a miss there is a real miss),
-        // and the last error for each key a zone failed to answer.
-        let mut answered: HashSet<Bytes> = Default::default();
-        let mut errors: HashMap<Bytes, Error> = HashMap::new();
-        let versioned = self.topology.zones.len() > 1;
+        let mut search = Search {
+            found: Found::default(),
+            missing: keys.to_vec(),
+            answered: HashSet::new(),
+            errors: HashMap::new(),
+        };
+        search.missing.sort();
+        search.missing.dedup();
+        let mut drained: Vec<(usize, Vec<Bytes>)> = Vec::new();
         for (zi, zone) in self.topology.zones.iter().enumerate() {
-            if missing.is_empty() {
+            if search.missing.is_empty() {
                 break;
             }
-            found.zones_tried += 1;
-            let mut groups: HashMap<&str, (&NodeConfig, Vec<Bytes>)> = HashMap::new();
-            for k in &missing {
-                let owner = zone.owner(k);
-                groups
-                    .entry(owner.id.as_str())
-                    .or_insert_with(|| (owner, Vec::new()))
-                    .1
-                    .push(k.clone());
+            let (skip, ask): (Vec<Bytes>, Vec<Bytes>) = search
+                .missing
+                .iter()
+                .cloned()
+                .partition(|k| self.drains.skips(&zone.name, k));
+            if !skip.is_empty() {
+                drained.push((zi, skip));
             }
-            let calls = groups.into_values().map(|(node, group)| {
-                let cmd = read_command(group.clone(), touch, versioned);
-                async move { (group, self.read_call(t, node, &cmd, lane).await) }
-            });
-            for (group, reply) in join_all(calls).await {
-                let (values, deleted) = match reply {
-                    Ok(r) => versioned_parts(r),
-                    Err(e) => {
-                        errors.extend(group.into_iter().map(|k| (k, e.clone())));
-                        continue;
-                    }
-                };
-                answered.extend(group);
-                for v in values {
-                    if zi > 0 {
-                        self.fallback_hit(t, zi, &v.key, lane);
-                    }
-                    found.values.insert(v.key.clone(), v);
-                }
-                // A zone that knows the key was deleted ends its search: any
-                // copy further on is older or, at best, a miss is honest.
-                for (key, _) in deleted {
-                    found.deleted.insert(key);
-                }
-            }
-            missing.retain(|k| !found.values.contains_key(k) && !found.deleted.contains(k));
+            self.search_zone(t, zi, ask, touch, lane, &mut search).await;
         }
+        // Last resort: the drained zones, for keys nobody answered for.
+        for (zi, keys) in drained {
+            let keys: Vec<Bytes> = keys
+                .into_iter()
+                .filter(|k| search.missing.contains(k) && !search.answered.contains(k))
+                .collect();
+            self.search_zone(t, zi, keys, touch, lane, &mut search)
+                .await;
+        }
+        let Search {
+            mut found,
+            missing,
+            answered,
+            errors,
+        } = search;
         found.unanswered = errors
             .into_iter()
             .filter(|(k, _)| missing.contains(k) && !answered.contains(k))
             .collect();
         found
+    }
+
+    /// Asks zone `zi` for `keys` (one request per owner) and records what
+    /// it answered in `search`.
+    async fn search_zone<T: Transport>(
+        &self,
+        t: &T,
+        zi: usize,
+        keys: Vec<Bytes>,
+        touch: Option<i32>,
+        lane: Lane,
+        search: &mut Search,
+    ) {
+        if keys.is_empty() {
+            return;
+        }
+        let versioned = self.topology.zones.len() > 1;
+        let zone = &self.topology.zones[zi];
+        search.found.zones_tried += 1;
+        let mut groups: HashMap<&str, (&NodeConfig, Vec<Bytes>)> = HashMap::new();
+        for k in keys {
+            let owner = zone.owner(&k);
+            groups
+                .entry(owner.id.as_str())
+                .or_insert_with(|| (owner, Vec::new()))
+                .1
+                .push(k);
+        }
+        let calls = groups.into_values().map(|(node, group)| {
+            let cmd = read_command(group.clone(), touch, versioned);
+            async move { (group, self.read_call(t, node, &cmd, lane).await) }
+        });
+        for (group, reply) in join_all(calls).await {
+            let (values, deleted) = match reply {
+                Ok(r) => versioned_parts(r),
+                Err(e) => {
+                    search
+                        .errors
+                        .extend(group.into_iter().map(|k| (k, e.clone())));
+                    continue;
+                }
+            };
+            search.answered.extend(group);
+            for v in values {
+                if zi > 0 {
+                    self.fallback_hit(t, zi, &v.key, lane);
+                }
+                search.found.values.insert(v.key.clone(), v);
+            }
+            // A zone that knows the key was deleted ends its search: any
+            // copy further on is older or, at best, a miss is honest.
+            for (key, _) in deleted {
+                search.found.deleted.insert(key);
+            }
+        }
+        let found = &search.found;
+        search
+            .missing
+            .retain(|k| !found.values.contains_key(k) && !found.deleted.contains(k));
     }
 
     /// A single-key meta read (`mg`): the home owner first; on a miss the
@@ -110,8 +170,18 @@ impl Router {
         lane: Lane,
     ) -> Result<Response, Error> {
         let deadline = self.deadline(lane, Kind::Read);
-        let home = self.topology.zones[0].owner(key);
-        let first = self.read_call(t, home, cmd, lane).await;
+        let zones = &self.topology.zones;
+        let home = zones[0].owner(key);
+        // A zone whose share of reads holds this key is skipped (`drain.rs`);
+        // the home zone is still asked last when no other zone answered.
+        let drained = |zi: usize| zones.len() > 1 && self.drains.skips(&zones[zi].name, key);
+        let first = match drained(0) {
+            true => Err(Error::Connection(format!(
+                "zone {} is drained",
+                zones[0].name
+            ))),
+            false => self.read_call(t, home, cmd, lane).await,
+        };
         let hit = matches!(&first, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
         if hit || self.topology.zones.len() < 2 {
             return first;
@@ -120,9 +190,9 @@ impl Router {
         // search first (home's own answer included: `mg` hides tombstones).
         let mut answered = first.is_ok();
         let mut error = first.as_ref().err().cloned();
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
+        for (zi, zone) in zones.iter().enumerate() {
             let node = zone.owner(key);
-            if self.hints.is_behind(node) {
+            if self.hints.is_behind(node) || drained(zi) {
                 continue;
             }
             let probe = read_command(vec![key.clone()], None, true);
@@ -152,6 +222,7 @@ impl Router {
         match (first, answered) {
             (Ok(home_miss), _) => Ok(home_miss),
             (Err(_), true) => Ok(miss_reply(cmd)),
+            (Err(_), false) if drained(0) => self.read_call(t, home, cmd, lane).await,
             (Err(e), false) => Err(error.unwrap_or(e)),
         }
     }

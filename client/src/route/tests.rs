@@ -147,6 +147,28 @@ async fn a_multi_get_asks_each_owner_once_and_sends_only_missing_keys_on() {
 }
 
 #[tokio::test]
+async fn a_drained_zone_is_skipped_and_asked_last_only_for_unanswered_keys() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    m.put(&owner(&r, "c", "k"), "k", "from c");
+    m.put(&owner(&r, "b", "k"), "k", "from b");
+    r.drains.set("c", 100);
+    let found = values(r.run(&m, get(&["k"]), Lane::Batch).await);
+    assert_eq!(found, [("k".to_string(), "from b".to_string())]);
+    let asked: Vec<String> = m.take_calls().into_iter().map(|c| c.node).collect();
+    assert_eq!(asked, [owner(&r, "a", "k"), owner(&r, "b", "k")]);
+    // The home zone drained, the key only there: a miss elsewhere is a real
+    // miss; with zones b and c down, home is asked as the last resort.
+    r.drains.set("c", 0);
+    r.drains.set("a", 100);
+    m.put(&owner(&r, "a", "h"), "h", "from a");
+    assert!(values(r.run(&m, get(&["h"]), Lane::Batch).await).is_empty());
+    m.set_down("c1", true);
+    m.set_down(&owner(&r, "b", "h"), true);
+    let found = values(r.run(&m, get(&["h"]), Lane::Batch).await);
+    assert_eq!(found, [("h".to_string(), "from a".to_string())]);
+}
+
+#[tokio::test]
 async fn a_multi_get_reports_which_keys_went_unanswered() {
     let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
     let keys: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("key:{i}"))).collect();

@@ -49,13 +49,8 @@ enum Cmd {
     /// serves reads, queued hints, replication failures. Exit code 0:
     /// healthy, 1: a node is down, 2: degraded.
     Status {
-        /// A cluster config file (any node's).
-        #[arg(long, conflicts_with = "seeds")]
-        config: Option<PathBuf>,
-        /// Nodes to ask (host:port, comma-separated); the others are
-        /// learned from them. Default: 127.0.0.1:11211.
-        #[arg(long, value_delimiter = ',')]
-        seeds: Vec<String>,
+        #[command(flatten)]
+        nodes: NodesArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -67,18 +62,87 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         sample_ms: u64,
     },
+    /// Move a zone's reads to the other zones in steps (the zone still
+    /// takes writes). Ctrl-C holds the weight where it is.
+    Drain {
+        /// The zone to drain.
+        zone: String,
+        /// Final weight: percent of the zone's reads moved away.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        to: u8,
+        /// Percentage points per step.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=100))]
+        step: u8,
+        /// Milliseconds between steps.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[command(flatten)]
+        nodes: NodesArgs,
+    },
+    /// Give a drained zone all its reads back at once.
+    Undrain {
+        zone: String,
+        #[command(flatten)]
+        nodes: NodesArgs,
+    },
+}
+
+/// Which cluster: its config file, or nodes to ask.
+#[derive(clap::Args)]
+struct NodesArgs {
+    /// A cluster config file (any node's).
+    #[arg(long, conflicts_with = "seeds")]
+    config: Option<PathBuf>,
+    /// Nodes to ask (host:port, comma-separated); the others are learned
+    /// from them. Default: 127.0.0.1:11211.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+}
+
+impl NodesArgs {
+    fn source(self) -> Result<zonecache_server::status::Source, String> {
+        use zonecache_server::status::Source;
+        if let Some(path) = self.config {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let config =
+                ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok(Source::Config(config));
+        }
+        let seeds = match self.seeds.is_empty() {
+            true => vec!["127.0.0.1:11211".to_string()],
+            false => self.seeds,
+        };
+        let addrs = seeds
+            .iter()
+            .map(|s| {
+                std::net::ToSocketAddrs::to_socket_addrs(s)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("{s}: not a host:port"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Source::Seeds(addrs))
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let (zones, nodes, base_port, memory, write_policy, config_dir) = match Cli::parse().command {
         Cmd::Node(config) => return zonecache_server::node::run_node(config),
         Cmd::Status {
-            config,
-            seeds,
+            nodes,
             json,
             watch,
             sample_ms,
-        } => return status(config, seeds, json, watch, Duration::from_millis(sample_ms)),
+        } => return status(nodes, json, watch, Duration::from_millis(sample_ms)),
+        Cmd::Drain {
+            zone,
+            to,
+            step,
+            interval_ms,
+            nodes,
+        } => return drain(nodes, &zone, to, step, Duration::from_millis(interval_ms)),
+        Cmd::Undrain { zone, nodes } => return drain(nodes, &zone, 0, 100, Duration::ZERO),
         Cmd::Local {
             zones,
             nodes,
@@ -99,36 +163,13 @@ fn main() -> std::process::ExitCode {
 
 /// `zonecache status`: prints the report (again and again with `watch`)
 /// and exits with its code.
-fn status(
-    config: Option<PathBuf>,
-    seeds: Vec<String>,
-    json: bool,
-    watch: bool,
-    sample: Duration,
-) -> std::process::ExitCode {
-    use zonecache_server::status::{report, table, Source};
-    let source = match config {
-        Some(path) => match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| ClusterConfig::parse(&text))
-        {
-            Ok(c) => Source::Config(c),
-            Err(e) => {
-                eprintln!("zonecache: {}: {e}", path.display());
-                return std::process::ExitCode::from(3);
-            }
-        },
-        None => {
-            let seeds = if seeds.is_empty() {
-                vec!["127.0.0.1:11211".to_string()]
-            } else {
-                seeds
-            };
-            let addrs: Vec<_> = seeds
-                .iter()
-                .filter_map(|s| std::net::ToSocketAddrs::to_socket_addrs(s).ok()?.next())
-                .collect();
-            Source::Seeds(addrs)
+fn status(nodes: NodesArgs, json: bool, watch: bool, sample: Duration) -> std::process::ExitCode {
+    use zonecache_server::status::{report, table};
+    let source = match nodes.source() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zonecache: {e}");
+            return std::process::ExitCode::from(3);
         }
     };
     loop {
@@ -150,6 +191,31 @@ fn status(
         print!("{text}");
         if !watch {
             return std::process::ExitCode::from(r.exit_code);
+        }
+    }
+}
+
+/// `zonecache drain` / `undrain`: exit 0 when every node took the final
+/// weight, 1 otherwise, 3 on bad arguments.
+fn drain(
+    nodes: NodesArgs,
+    zone: &str,
+    to: u8,
+    step: u8,
+    interval: Duration,
+) -> std::process::ExitCode {
+    let source = match nodes.source() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zonecache: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match zonecache_server::drain::drain(&source, zone, to, step, interval) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonecache: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zonecache_client::route::{CasClock, Transport, ASK_EVERY, SILENT};
 use zonecache_client::{Error, Lane};
-use zonecache_proto::Command;
+use zonecache_proto::{Command, Response};
 
 use super::lease::{Answer, Leases};
 use super::topology::{NodeTopology, Overrides};
@@ -39,12 +39,55 @@ impl Cluster {
         let mut topology = NodeTopology::load(path)?;
         overrides.apply(&mut topology);
         let view = ClusterView::new(topology, None);
-        Ok(Cluster {
+        let cluster = Cluster {
             leases: view.leases.clone(),
             current: RwLock::new(Arc::new(view)),
             path: path.to_path_buf(),
             overrides,
-        })
+        };
+        cluster.load_drains()?;
+        Ok(cluster)
+    }
+
+    /// Where this node keeps the zones' drain weights: beside its config,
+    /// so a restart keeps them.
+    fn drains_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".drain");
+        PathBuf::from(name)
+    }
+
+    /// Reads the drain weights kept by an earlier run (none: no file).
+    fn load_drains(&self) -> Result<(), String> {
+        let path = self.drains_path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let drains = self.current().router.drains.clone();
+        for (zone, weight) in &table {
+            let percent = weight
+                .as_integer()
+                .filter(|p| (0..=100).contains(p))
+                .ok_or_else(|| format!("{}: {zone} is not 0-100", path.display()))?;
+            drains.set(zone, percent as u8);
+        }
+        Ok(())
+    }
+
+    /// Writes the drain weights beside the config (after a `zc_drain`).
+    fn save_drains(&self) {
+        let drains = self.current().router.drains.all();
+        let table: toml::Table = drains
+            .into_iter()
+            .map(|(zone, p)| (zone, toml::Value::Integer(i64::from(p))))
+            .collect();
+        let text = toml::to_string(&table).expect("a table of integers is TOML");
+        if let Err(e) = std::fs::write(self.drains_path(), text) {
+            tracing::error!(error = %e, "drain weights not kept: a restart forgets them");
+        }
     }
 
     /// The cluster as of now.
@@ -120,7 +163,12 @@ impl Cluster {
 
     /// Routes a client's command with the cluster as of now.
     pub async fn serve(&self, exec: &Arc<Executor>, cmd: Command, lane: Lane) -> Reply {
-        self.current().serve(exec, cmd, lane).await
+        let drain = matches!(cmd, Command::PeerDrain { .. });
+        let reply = self.current().serve(exec, cmd, lane).await;
+        if drain && matches!(reply, Reply::Send(Response::Ok)) {
+            self.save_drains();
+        }
+        reply
     }
 
     /// Reads the config again and switches to it: new nodes are used at

@@ -87,6 +87,10 @@ impl ClusterView {
         for (z, s) in t.zones.iter().zip(self.router.zone_stats.iter()) {
             let name = &z.name;
             out.push((format!("{name}:nodes"), z.nodes.len().to_string()));
+            out.push((
+                format!("{name}:drain_percent"),
+                self.router.drains.get(name).to_string(),
+            ));
             for (figure, value) in [
                 ("fallback_hits", &s.fallback_hits),
                 ("read_repairs", &s.read_repairs),

@@ -254,7 +254,9 @@ impl Executor {
             Command::Stats { args } => (self.stats_command(&args), false),
             Command::PeerHello => (Response::Ok, false),
             // Only a node of a cluster keeps hints to give.
-            Command::PeerLease { .. } | Command::PeerAsked { .. } => (Response::Error, false),
+            Command::PeerLease { .. } | Command::PeerAsked { .. } | Command::PeerDrain { .. } => {
+                (Response::Error, false)
+            }
             Command::MetaNoop => (Response::MetaNoop, false),
             Command::Quit => return Reply::Close,
             Command::Close => return Reply::Drop,

@@ -96,7 +96,12 @@ pub async fn serve(
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
                 (Some(cluster), _)
-                    if matches!(cmd, Command::PeerLease { .. } | Command::PeerAsked { .. }) =>
+                    if matches!(
+                        cmd,
+                        Command::PeerLease { .. }
+                            | Command::PeerAsked { .. }
+                            | Command::PeerDrain { .. }
+                    ) =>
                 {
                     cluster.serve(&front.exec, cmd, lane).await
                 }
