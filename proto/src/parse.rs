@@ -531,7 +531,7 @@ impl RequestParser {
                         zone: slice(1),
                         percent,
                     },
-                    None => return client(BAD_FORMAT),
+                    None => client(BAD_FORMAT),
                 }
             }
             b"zc_lease" if n == 2 => Command::PeerLease {
