@@ -6,14 +6,10 @@
 //! the weight beside its config. Interrupting leaves the weight where it
 //! is.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::status::{nodes, Source};
-
-/// How long one node may take to take a weight.
-const NODE_DEADLINE: Duration = Duration::from_millis(800);
+use crate::status::{exchange, nodes, Figures, Source};
 
 /// Moves `zone`'s weight from where the nodes have it to `to` percent,
 /// `step` points at a time, `interval` apart, printing each step. Fails
@@ -103,50 +99,21 @@ fn steps(from: u8, to: u8, step: u8) -> Vec<u8> {
 /// The weight the first answering node outside the zone has for it (0
 /// when none answers).
 fn current_weight(nodes: &[(String, String, SocketAddr)], zone: &str) -> u8 {
-    let key = format!("STAT {zone}:drain_percent ");
-    for (_, z, addr) in nodes {
-        if z == zone {
-            continue;
-        }
-        let Ok(lines) = ask(*addr, b"stats zones\r\n", "END") else {
-            continue;
-        };
-        if let Some(w) = lines.iter().find_map(|l| l.strip_prefix(&key)) {
-            return w.trim().parse().unwrap_or(0);
-        }
-    }
-    0
+    let key = format!("{zone}:drain_percent");
+    nodes
+        .iter()
+        .filter(|(_, z, _)| z != zone)
+        .find_map(|(_, _, addr)| Figures::read(*addr))
+        .and_then(|f| f.zones.get(&key).and_then(|w| w.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn set_weight(addr: SocketAddr, zone: &str, percent: u8) -> Result<(), String> {
     let request = format!("zc_drain {zone} {percent}\r\n");
-    let lines = ask(addr, request.as_bytes(), "")?;
-    match lines.first().map(String::as_str) {
-        Some("OK") => Ok(()),
+    let reply = exchange(addr, request.as_bytes(), |t| t.ends_with("\r\n"))?;
+    match reply.trim_end() {
+        "OK" => Ok(()),
         other => Err(format!("answered {other:?}")),
-    }
-}
-
-/// Sends `request` and reads lines up to one equal to `end` (just one line
-/// when `end` is empty), with bounded waits.
-fn ask(addr: SocketAddr, request: &[u8], end: &str) -> Result<Vec<String>, String> {
-    let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(NODE_DEADLINE))
-        .map_err(|e| e.to_string())?;
-    s.write_all(request).map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(s);
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err("closed".into());
-        }
-        let line = line.trim_end().to_string();
-        let done = end.is_empty() || line == end;
-        lines.push(line);
-        if done {
-            return Ok(lines);
-        }
     }
 }
 

@@ -214,29 +214,42 @@ const OPS: [&str; 10] = [
     "decr_misses",
 ];
 
+/// Sends `request` to the node at `addr` on a connection of its own and
+/// reads until `complete` says the reply is whole, with bounded waits: the
+/// one way the operator's commands talk to nodes.
+pub(crate) fn exchange(
+    addr: SocketAddr,
+    request: &[u8],
+    complete: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(NODE_DEADLINE))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !complete(&text) {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed".into());
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(text)
+}
+
 /// One reading of a node's stats groups.
-struct Figures {
+pub(crate) struct Figures {
     stats: BTreeMap<String, String>,
-    zones: BTreeMap<String, String>,
+    pub(crate) zones: BTreeMap<String, String>,
     peers: BTreeMap<String, String>,
 }
 
 impl Figures {
     /// `None` when the node does not answer in time.
-    fn read(addr: SocketAddr) -> Option<Figures> {
-        let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).ok()?;
-        s.set_read_timeout(Some(NODE_DEADLINE)).ok()?;
-        s.write_all(b"stats\r\nstats zones\r\nstats peers\r\n")
-            .ok()?;
-        let mut text = String::new();
-        let mut buf = [0u8; 16 * 1024];
-        while text.matches("END\r\n").count() < 3 {
-            let n = s.read(&mut buf).ok()?;
-            if n == 0 {
-                return None;
-            }
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
+    pub(crate) fn read(addr: SocketAddr) -> Option<Figures> {
+        let request = b"stats\r\nstats zones\r\nstats peers\r\n";
+        let text = exchange(addr, request, |t| t.matches("END\r\n").count() >= 3).ok()?;
         let mut groups = text.split("END\r\n").map(|group| {
             group
                 .lines()

@@ -83,11 +83,6 @@ impl Proxy {
             }
         }
     }
-
-    /// The fault in force.
-    pub fn fault(&self) -> Fault {
-        *lock(&self.shared.fault)
-    }
 }
 
 impl Drop for Proxy {
