@@ -79,6 +79,7 @@
 //! ```
 
 // tokio has no networking under `--cfg loom` (the server's loom models).
+pub mod addr;
 #[cfg(not(loom))]
 mod client;
 #[cfg(not(loom))]
@@ -96,6 +97,7 @@ pub mod route;
 mod scope;
 pub mod topology;
 
+pub use addr::NodeAddr;
 #[cfg(not(loom))]
 pub use client::{Client, ClientBuilder, ClientStats, Item, Lookup, Mode, StoreOptions};
 #[cfg(not(loom))]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use zonecache_proto::{Command, Response};
 
+use crate::addr::NodeAddr;
 use crate::conn::Connection;
 use crate::error::Error;
 use crate::health::Health;
@@ -70,7 +71,7 @@ fn now_us() -> u64 {
 
 /// One lane's connections to a node.
 struct LanePool {
-    addr: std::net::SocketAddr,
+    addr: NodeAddr,
     /// Used in turn, so one slow reply or large value does not hold up
     /// every request of the lane.
     conns: Vec<tokio::sync::Mutex<Option<Connection>>>,
@@ -81,7 +82,7 @@ struct LanePool {
 }
 
 impl LanePool {
-    fn new(addr: std::net::SocketAddr, connections: usize, max_in_flight: usize) -> LanePool {
+    fn new(addr: NodeAddr, connections: usize, max_in_flight: usize) -> LanePool {
         LanePool {
             addr,
             conns: (0..connections.max(1))
@@ -128,10 +129,14 @@ pub struct RemoteNode {
 impl RemoteNode {
     /// A node we have not talked to yet; connections open on first use.
     pub fn new(config: NodeConfig, options: &NodeOptions) -> RemoteNode {
-        let batch_addr = config.batch_addr.unwrap_or(config.addr);
+        let batch_addr = config.batch_addr.clone().unwrap_or(config.addr.clone());
         RemoteNode {
             lanes: [
-                LanePool::new(config.addr, options.connections, options.max_in_flight[0]),
+                LanePool::new(
+                    config.addr.clone(),
+                    options.connections,
+                    options.max_in_flight[0],
+                ),
                 LanePool::new(batch_addr, options.connections, options.max_in_flight[1]),
             ],
             config,
@@ -186,7 +191,14 @@ impl RemoteNode {
         if let Some(c) = slot.as_ref().filter(|c| c.is_open()) {
             return Ok(c.clone());
         }
-        let c = Connection::connect(pool.addr, deadline, pool.max_in_flight).await?;
+        // Looked up on every connect: a node replaced under its name
+        // (a Kubernetes pod) comes back at another IP.
+        let addr = match tokio::time::timeout(deadline, pool.addr.lookup()).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => return Err(Error::Connection(format!("{}: {e}", pool.addr))),
+            Err(_) => return Err(Error::Timeout),
+        };
+        let c = Connection::connect(addr, deadline, pool.max_in_flight).await?;
         if let Some(hello) = &self.hello {
             match c.call(hello, deadline).await {
                 // Stock memcached does not know the marker; it has no routing to skip.

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::addr::NodeAddr;
 use crate::Ring;
 
 /// How many zone copies must acknowledge a write before the caller hears
@@ -99,13 +100,14 @@ fn default_weight() -> u32 {
 pub struct NodeConfig {
     /// Names the node in the config, in stats, and on the ring.
     pub id: String,
-    /// Where realtime traffic goes.
-    pub addr: SocketAddr,
+    /// Where realtime traffic goes: `ip:port` or `name:port` (resolved on
+    /// every connect).
+    pub addr: NodeAddr,
     /// The node's batch-lane port (`--batch-port`), served with lower
     /// priority and shed first; without it batch traffic uses `addr` on
     /// connections of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_addr: Option<SocketAddr>,
+    pub batch_addr: Option<NodeAddr>,
     /// Share of the zone's keys, relative to the other nodes.
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -116,7 +118,7 @@ impl NodeConfig {
     pub fn at(addr: SocketAddr) -> NodeConfig {
         NodeConfig {
             id: addr.to_string(),
-            addr,
+            addr: addr.into(),
             batch_addr: None,
             weight: 1,
         }
@@ -209,8 +211,8 @@ impl ClusterConfig {
                 nodes: (0..nodes)
                     .map(|n| NodeConfig {
                         id: format!("{name}{}", n + 1),
-                        addr: port(z * nodes + n),
-                        batch_addr: Some(port(count + z * nodes + n)),
+                        addr: port(z * nodes + n).into(),
+                        batch_addr: Some(port(count + z * nodes + n).into()),
                         weight: 1,
                     })
                     .collect(),
@@ -479,7 +481,7 @@ mod tests {
         assert_eq!(ids, ["a1", "a2", "b1", "b2", "c1", "c2"]);
         let b2 = &back.zones[1].nodes[1];
         assert_eq!(b2.addr.port(), 21003);
-        assert_eq!(b2.batch_addr.map(|a| a.port()), Some(21009));
+        assert_eq!(b2.batch_addr.as_ref().map(|a| a.port()), Some(21009));
         assert_eq!(back.write_policy, WritePolicy::AllMinusOne);
         assert!(ClusterConfig::local(9, 1, 1000).is_err());
         assert!(ClusterConfig::local(3, 2, 65530).is_err());

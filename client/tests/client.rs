@@ -415,7 +415,7 @@ async fn a_node_shedding_its_batch_lane_is_reported_as_shed() {
     ]);
     let mut config = zonecache_client::ClusterConfig::single_zone(&[server.addr]);
     config.zones[0].nodes[0].batch_addr =
-        Some(std::net::SocketAddr::from(([127, 0, 0, 1], batch_port)));
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], batch_port)).into());
     let client = zonecache_client::ClientBuilder::config(config)
         .build()
         .unwrap();

@@ -27,6 +27,6 @@ pub use meta::{push_key, MetaFlags, MetaToken, MAX_META_TOKENS, MAX_OPAQUE_LEN};
 pub use parse::{Fatal, ParserConfig, RequestParser, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
 pub use request::{Command, ErrorKind, ErrorReply, Meta, Store, StoreMode};
 pub use response::{
-    is_shed_message, parse_response, push_value, MetaCode, MetaResponse, Response, ResponseError,
-    Value, BATCH_SHED_MESSAGE, TOO_LARGE_MESSAGE,
+    is_shed_message, parse_response, push_value, DumpItem, DumpPage, MetaCode, MetaResponse,
+    Response, ResponseError, Value, BATCH_SHED_MESSAGE, TOO_LARGE_MESSAGE,
 };

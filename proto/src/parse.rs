@@ -140,6 +140,21 @@ struct Line {
     consumed: usize,
 }
 
+/// memcached's class list of a crawler dump: `all`, `hash` or class ids
+/// (1–63) joined by commas. Whether it includes class 1, the engine's one
+/// class; `None` when malformed.
+fn key_dump_classes(arg: &[u8]) -> Option<bool> {
+    if arg == b"all" || arg == b"hash" {
+        return Some(true);
+    }
+    let mut one = false;
+    for id in arg.split(|b| *b == b',') {
+        let id = parse_u32(id).filter(|i| (1..64).contains(i))?;
+        one |= id == 1;
+    }
+    Some(one)
+}
+
 fn find_line(buf: &[u8]) -> Option<Line> {
     let nl = memchr::memchr(b'\n', buf)?;
     let mut end = nl;
@@ -520,7 +535,19 @@ impl RequestParser {
             b"version" => Command::Version,
             b"quit" => Command::Quit,
             b"zc_peer" => Command::PeerHello,
+            b"zc_leave" if n == 1 => Command::Leave,
             b"zc_asked" if n == 2 => Command::PeerAsked { node: slice(1) },
+            b"zc_dump" if n >= 5 && n % 2 == 1 => match (parse_u64(tok(1)), parse_u32(tok(2))) {
+                (Some(cursor), Some(count)) => Command::PeerDump {
+                    cursor,
+                    count,
+                    owners: (3..n)
+                        .step_by(2)
+                        .map(|i| (slice(i), slice(i + 1)))
+                        .collect(),
+                },
+                _ => client(BAD_FORMAT),
+            },
             b"zc_drain" if n == 3 => {
                 let percent = std::str::from_utf8(&slice(2))
                     .ok()
@@ -542,6 +569,19 @@ impl RequestParser {
                 node: slice(1),
                 fenced: true,
             },
+            b"lru_crawler" if n == 3 && matches!(tok(1), b"metadump" | b"mgdump") => {
+                match key_dump_classes(tok(2)) {
+                    Some(everything) => Command::KeyDump {
+                        mg: tok(1) == b"mgdump",
+                        everything,
+                    },
+                    None => Command::Invalid(ErrorReply {
+                        kind: ErrorKind::Raw,
+                        message: "BADCLASS invalid class id",
+                        noreply: false,
+                    }),
+                }
+            }
             b"stats" => Command::Stats {
                 args: (1..n).map(slice).collect(),
             },

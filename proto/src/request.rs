@@ -154,6 +154,31 @@ pub enum Command {
         /// The node asked about.
         node: Bytes,
     },
+    /// `lru_crawler metadump|mgdump <all|hash|classes>`: every key this
+    /// node holds, one line each, as memcached's crawler dumps them (the
+    /// key dumps migration and warming tools read).
+    KeyDump {
+        /// `mgdump` (`mg <key>` lines, `EN`) rather than `metadump`.
+        mg: bool,
+        /// The classes asked for include the engine's one class (`1`).
+        everything: bool,
+    },
+    /// `zc_leave`: the node is about to stop (a Kubernetes preStop, a
+    /// rolling restart); it stops serving reads from its store so they go
+    /// to other zones at once.
+    Leave,
+    /// `zc_dump <cursor> <count> (<zone> <node>)+`: a warming node asks a
+    /// peer for one page of the items it holds that the given nodes own in
+    /// the given zones' rings, starting at `cursor` (0 = the beginning).
+    /// Answered with [`crate::Response::Dump`].
+    PeerDump {
+        /// Where the page starts (from the previous page's `next`).
+        cursor: u64,
+        /// At most this many items.
+        count: u32,
+        /// (zone, node): only keys that node owns in that zone.
+        owners: Vec<(Bytes, Bytes)>,
+    },
     /// `zc_gets <key>*` / `zc_gats <exptime> <key>*`: a peer's read that
     /// compares versions. Like `gets`/`gats`, but a key deleted at a known
     /// version answers with its tombstone (see [`Response::Versioned`]).
@@ -286,6 +311,29 @@ impl Command {
                 out.extend_from_slice(zone);
                 out.extend_from_slice(format!(" {percent}\r\n").as_bytes());
             }
+            Command::KeyDump { mg, everything } => {
+                out.extend_from_slice(if *mg {
+                    b"lru_crawler mgdump "
+                } else {
+                    b"lru_crawler metadump "
+                });
+                out.extend_from_slice(if *everything { b"all\r\n" } else { b"2\r\n" });
+            }
+            Command::PeerDump {
+                cursor,
+                count,
+                owners,
+            } => {
+                let mut words = vec![
+                    Bytes::from(cursor.to_string()),
+                    Bytes::from(count.to_string()),
+                ];
+                for (zone, node) in owners {
+                    words.push(zone.clone());
+                    words.push(node.clone());
+                }
+                push_key_line(out, "zc_dump", &words)
+            }
             Command::PeerAsked { node } => {
                 push_key_line(out, "zc_asked", std::slice::from_ref(node))
             }
@@ -369,6 +417,7 @@ impl Command {
             Command::Stats { args } => push_key_line(out, "stats", args),
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
             Command::PeerHello => out.extend_from_slice(b"zc_peer\r\n"),
+            Command::Leave => out.extend_from_slice(b"zc_leave\r\n"),
             Command::MetaNoop => out.extend_from_slice(b"mn\r\n"),
             Command::MetaDebug { key, base64 } => {
                 out.extend_from_slice(b"me ");

@@ -33,6 +33,40 @@ pub struct Value {
     pub cas: Option<u64>,
 }
 
+/// One item of a key dump: what a copy needs to be the same item on
+/// another node (its version and remaining TTL, or that it was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpItem {
+    /// The key as stored (raw bytes; base64 on the wire when binary).
+    pub key: Bytes,
+    /// The key was stored base64-encoded (meta `b`).
+    pub key_binary: bool,
+    /// Client flags.
+    pub flags: u32,
+    /// The data block (empty for a tombstone).
+    pub data: Bytes,
+    /// The item's version (its CAS).
+    pub version: u64,
+    /// Remaining TTL in seconds, -1 for none.
+    pub ttl: i64,
+    /// A tombstone: the key was deleted at `version`.
+    pub deleted: bool,
+}
+
+/// The reply to `zc_dump`: one page of a node's items and where the next
+/// page starts. On the wire: `DUMP <next|done> <progress ppm>`, then
+/// `ITEM <key> <flags> <bytes> <version> <ttl> [b]` with its data block or
+/// `GONE <key> <version> <ttl> [b]` lines, then `END`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpPage {
+    /// The cursor of the next page; `None` when the walk is complete.
+    pub next: Option<u64>,
+    /// How far through the node's items the walk is, in millionths.
+    pub progress_ppm: u32,
+    /// The items of this page.
+    pub items: Vec<DumpItem>,
+}
+
 /// The status word of a meta reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaCode {
@@ -108,6 +142,8 @@ pub enum Response {
         /// Keys deleted, with the delete's version.
         deleted: Vec<(Bytes, u64)>,
     },
+    /// One page of a key dump (`zc_dump`).
+    Dump(DumpPage),
     /// `STORED`
     Stored,
     /// `NOT_STORED`
@@ -142,6 +178,9 @@ pub enum Response {
     ClientError(Bytes),
     /// `SERVER_ERROR <message>`
     ServerError(Bytes),
+    /// A reply already in wire form, written as it is (a crawler key dump,
+    /// whose lines end in `\n` and whose end line depends on the command).
+    Lines(Bytes),
     /// A whole line of memcached's that fits no other shape
     /// (`ERROR: shutdown not enabled`), without its `\r\n`.
     Raw(Bytes),
@@ -205,6 +244,7 @@ impl Response {
                 }
                 Response::Values(values.clone()).encode(out);
             }
+            Response::Dump(page) => page.encode(out),
             Response::Stored => out.extend_from_slice(b"STORED\r\n"),
             Response::NotStored => out.extend_from_slice(b"NOT_STORED\r\n"),
             Response::Exists => out.extend_from_slice(b"EXISTS\r\n"),
@@ -253,6 +293,7 @@ impl Response {
             Response::ClientError(m) => line(out, b"CLIENT_ERROR", m),
             Response::ServerError(m) => line(out, b"SERVER_ERROR", m),
             Response::Raw(m) => line(out, m, b""),
+            Response::Lines(text) => out.extend_from_slice(text),
         }
     }
 }
@@ -307,6 +348,9 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ResponseEr
     };
     if first.starts_with(b"VALUE ") || first.starts_with(b"TOMBSTONE ") || first == b"END" {
         return parse_values(buf);
+    }
+    if first.starts_with(b"DUMP ") {
+        return DumpPage::parse(buf);
     }
     if first.starts_with(b"STAT ") {
         return parse_stats(buf);
@@ -481,4 +525,142 @@ fn parse_meta_value(buf: &mut BytesMut) -> Result<Option<Response>, ResponseErro
         flags,
         value: Some(all.slice(next..next + len)),
     })))
+}
+
+impl DumpPage {
+    fn encode(&self, out: &mut BytesMut) {
+        out.extend_from_slice(b"DUMP ");
+        match self.next {
+            Some(next) => push_u64(out, next),
+            None => out.extend_from_slice(b"done"),
+        }
+        out.extend_from_slice(b" ");
+        push_u64(out, u64::from(self.progress_ppm));
+        out.extend_from_slice(b"\r\n");
+        for item in &self.items {
+            out.extend_from_slice(if item.deleted { b"GONE " } else { b"ITEM " });
+            crate::meta::push_key(out, &item.key, item.key_binary);
+            if !item.deleted {
+                out.extend_from_slice(b" ");
+                push_u64(out, u64::from(item.flags));
+                out.extend_from_slice(b" ");
+                push_u64(out, item.data.len() as u64);
+            }
+            out.extend_from_slice(b" ");
+            push_u64(out, item.version);
+            out.extend_from_slice(b" ");
+            crate::number::push_i64(out, item.ttl);
+            if item.key_binary {
+                out.extend_from_slice(b" b");
+            }
+            out.extend_from_slice(b"\r\n");
+            if !item.deleted {
+                out.extend_from_slice(&item.data);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
+
+    fn parse(buf: &mut BytesMut) -> Result<Option<Response>, ResponseError> {
+        let Some((first, mut at)) = next_line(buf, 0)? else {
+            return Ok(None);
+        };
+        let (next, progress_ppm) = Self::parse_head(first)?;
+        let mut items = Vec::new();
+        loop {
+            let Some((line, after)) = next_line(buf, at)? else {
+                return Ok(None);
+            };
+            if line == b"END" {
+                at = after;
+                break;
+            }
+            let (item, end) = Self::parse_item(buf, line, after)?;
+            let Some(item) = item else {
+                return Ok(None);
+            };
+            items.push(item);
+            at = end;
+        }
+        buf.advance(at);
+        Ok(Some(Response::Dump(DumpPage {
+            next,
+            progress_ppm,
+            items,
+        })))
+    }
+
+    /// The `DUMP <next|done> <ppm>` line.
+    fn parse_head(first: &[u8]) -> Result<(Option<u64>, u32), ResponseError> {
+        let mut words = split_words(first).skip(1);
+        let (Some(next), Some(ppm), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad("bad DUMP line", first));
+        };
+        let next = match next {
+            b"done" => None,
+            n => Some(parse_u64(n).ok_or_else(|| bad("bad cursor", first))?),
+        };
+        let ppm = parse_u32(ppm).ok_or_else(|| bad("bad progress", first))?;
+        Ok((next, ppm))
+    }
+
+    /// One `ITEM`/`GONE` line (and data block) whose text is `line` and
+    /// whose next line starts at `after`; `None` when the data block is
+    /// not all in `buf` yet.
+    fn parse_item(
+        buf: &[u8],
+        line: &[u8],
+        after: usize,
+    ) -> Result<(Option<DumpItem>, usize), ResponseError> {
+        let words: Vec<&[u8]> = split_words(line).collect();
+        let deleted = words.first() == Some(&&b"GONE"[..]);
+        let fixed = if deleted { 4 } else { 6 };
+        let key_binary = words.len() == fixed + 1 && words[fixed] == b"b";
+        if !(words.len() == fixed || key_binary) || (!deleted && words[0] != b"ITEM") {
+            return Err(bad("bad dump line", line));
+        }
+        let key = if key_binary {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(words[1])
+                .map_err(|_| bad("bad base64 key", line))?
+                .into()
+        } else {
+            Bytes::copy_from_slice(words[1])
+        };
+        let number = |w: &[u8]| parse_u64(w).ok_or_else(|| bad("bad number", line));
+        let ttl = std::str::from_utf8(words[fixed - 1])
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(|| bad("bad ttl", line))?;
+        let version = number(words[fixed - 2])?;
+        let (flags, data, end) = if deleted {
+            (0, Bytes::new(), after)
+        } else {
+            let flags = parse_u32(words[2]).ok_or_else(|| bad("bad flags", line))?;
+            let len = number(words[3])? as usize;
+            if buf.len() < after + len + 2 {
+                return Ok((None, after));
+            }
+            if &buf[after + len..after + len + 2] != b"\r\n" {
+                return Err(ResponseError("value not terminated by \\r\\n".into()));
+            }
+            (
+                flags,
+                Bytes::copy_from_slice(&buf[after..after + len]),
+                after + len + 2,
+            )
+        };
+        let item = DumpItem {
+            key,
+            key_binary,
+            flags,
+            data,
+            version,
+            ttl,
+            deleted,
+        };
+        Ok((Some(item), end))
+    }
 }

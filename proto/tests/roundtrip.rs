@@ -137,6 +137,17 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         Just(Command::Quit),
         Just(Command::MetaNoop),
         Just(Command::PeerHello),
+        Just(Command::Leave),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec((key_strategy(), key_strategy()), 1..4)
+        )
+            .prop_map(|(cursor, count, owners)| Command::PeerDump {
+                cursor,
+                count,
+                owners
+            }),
         (any::<u32>(), any::<bool>())
             .prop_map(|(level, noreply)| Command::Verbosity { level, noreply }),
         proptest::collection::vec(key_strategy(), 0..3).prop_map(|args| Command::Stats { args }),
@@ -183,8 +194,41 @@ fn response_strategy() -> impl Strategy<Value = Response> {
         Just(MetaCode::Exists),
         Just(MetaCode::NotFound),
     ];
+    let dump_item = (
+        prop_oneof![
+            key_strategy(),
+            proptest::collection::vec(any::<u8>(), 1..40).prop_map(Bytes::from)
+        ],
+        any::<u32>(),
+        data_strategy(),
+        any::<u64>(),
+        -1i64..100_000_000,
+        any::<bool>(),
+    )
+        .prop_map(|(key, flags, data, version, ttl, deleted)| DumpItem {
+            key_binary: key.iter().any(|b| *b <= b' ' || *b >= 0x7f),
+            key,
+            flags: if deleted { 0 } else { flags },
+            data: if deleted { Bytes::new() } else { data },
+            version,
+            ttl,
+            deleted,
+        });
+    let dump = (
+        any::<Option<u64>>(),
+        0u32..=1_000_000,
+        proptest::collection::vec(dump_item, 0..5),
+    )
+        .prop_map(|(next, progress_ppm, items)| {
+            Response::Dump(DumpPage {
+                next,
+                progress_ppm,
+                items,
+            })
+        });
     prop_oneof![
         proptest::collection::vec(value, 0..5).prop_map(Response::Values),
+        dump,
         Just(Response::Stored),
         Just(Response::NotStored),
         Just(Response::Exists),

@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long = "config")]
     pub cluster_config: Option<std::path::PathBuf>,
 
+    /// This node's id, instead of the config's `node` (a Kubernetes pod
+    /// passes its name, so every pod mounts the same file).
+    #[arg(long = "node", requires = "cluster_config")]
+    pub node: Option<String>,
+
+    /// Where the node keeps what it must remember across restarts (zone
+    /// drain weights); default: beside the config file.
+    #[arg(long = "state-dir", requires = "cluster_config")]
+    pub state_dir: Option<std::path::PathBuf>,
+
     /// Override the config's write policy: one, quorum, all-minus-one, all.
     #[arg(long = "write-policy", requires = "cluster_config")]
     pub write_policy: Option<String>,
@@ -88,6 +98,17 @@ pub struct Config {
     /// Turn read repair off (it is on unless the config says otherwise).
     #[arg(long = "no-read-repair", requires = "cluster_config")]
     pub no_read_repair: bool,
+
+    /// Keys per second this node copies from another zone when it starts
+    /// empty in a multi-zone cluster (warm-up, on the batch lane); 0 = as
+    /// fast as the sources answer.
+    #[arg(long = "warm-rate", default_value_t = 50_000)]
+    pub warm_rate: u32,
+
+    /// Start without warming: the node fills only as clients write and
+    /// reads repair it, and reports itself ready at once.
+    #[arg(long = "no-warm")]
+    pub no_warm: bool,
 }
 
 impl Config {

@@ -6,8 +6,8 @@
 //! the weight beside its config. Interrupting leaves the weight where it
 //! is.
 
-use std::net::SocketAddr;
 use std::time::Duration;
+use zonecache_client::NodeAddr;
 
 use crate::status::{exchange, nodes, Figures, Source};
 
@@ -44,7 +44,7 @@ pub fn drain(
         missed.clear();
         let (mut others, mut own) = (0, 0);
         for (id, z, addr) in &all {
-            match set_weight(*addr, zone, *w) {
+            match set_weight(addr, zone, *w) {
                 Ok(()) if z == zone => own += 1,
                 Ok(()) => others += 1,
                 Err(e) => missed.push((z == zone, format!("{id}: {e}"))),
@@ -98,17 +98,17 @@ fn steps(from: u8, to: u8, step: u8) -> Vec<u8> {
 
 /// The weight the first answering node outside the zone has for it (0
 /// when none answers).
-fn current_weight(nodes: &[(String, String, SocketAddr)], zone: &str) -> u8 {
+fn current_weight(nodes: &[(String, String, NodeAddr)], zone: &str) -> u8 {
     let key = format!("{zone}:drain_percent");
     nodes
         .iter()
         .filter(|(_, z, _)| z != zone)
-        .find_map(|(_, _, addr)| Figures::read(*addr))
+        .find_map(|(_, _, addr)| Figures::read(addr))
         .and_then(|f| f.zones.get(&key).and_then(|w| w.parse().ok()))
         .unwrap_or(0)
 }
 
-fn set_weight(addr: SocketAddr, zone: &str, percent: u8) -> Result<(), String> {
+fn set_weight(addr: &NodeAddr, zone: &str, percent: u8) -> Result<(), String> {
     let request = format!("zc_drain {zone} {percent}\r\n");
     let reply = exchange(addr, request.as_bytes(), |t| t.ends_with("\r\n"))?;
     match reply.trim_end() {

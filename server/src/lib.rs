@@ -22,6 +22,8 @@ pub mod exec;
 pub mod net;
 #[cfg(not(loom))]
 pub mod node;
+#[cfg(not(loom))]
+pub mod probe;
 #[cfg(loom)]
 #[allow(dead_code)]
 #[path = "cluster/stalls.rs"]

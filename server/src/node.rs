@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::topology::{Overrides, WritePolicy};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::exec::Executor;
 use crate::net::{self, Front};
@@ -73,7 +73,13 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
                 batch_deadline: None,
                 hints_max_bytes: config.hints_max,
             };
-            Some(Arc::new(Cluster::load(path, overrides)?))
+            let options = ClusterOptions {
+                overrides,
+                node: config.node.clone(),
+                warm_rate: (!config.no_warm).then_some(config.warm_rate),
+                state_dir: config.state_dir.clone(),
+            };
+            Some(Arc::new(Cluster::load(path, options)?))
         }
         None => None,
     };
@@ -146,6 +152,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         .cluster
         .clone()
         .map(|c| tokio::spawn(c.keep_leases(front.exec.clone())));
+    let warmer = front
+        .cluster
+        .clone()
+        .map(|c| tokio::spawn(c.warm_up(front.exec.clone())));
     let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
@@ -155,7 +165,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let _ = sweeper.await;
     let _ = acceptor.await;
     reloader.abort();
-    if let Some(task) = lease_asker {
+    for task in lease_asker.into_iter().chain(warmer) {
         task.abort();
     }
     for worker in workers {

@@ -277,6 +277,10 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("tombstones_written", st.tombstones_written.to_string());
             put("tombstones_evicted", st.tombstones_evicted.to_string());
             put("versions_superseded", st.versions_superseded.to_string());
+            // A node of a cluster: where its warm-up is.
+            if let Some(warm) = ctx.groups.and_then(|g| g.group(b"warm")) {
+                out.extend(warm);
+            }
         }
         Some(b"settings") => {
             let c = ctx.settings;

@@ -4,15 +4,15 @@
 //! connections with bounded waits, so a hung node costs one timeout and
 //! shows as down. The exit code says whether all is well: 0 healthy, 1 a
 //! node is down, 2 degraded (a node not serving reads from its store,
-//! holding writes for a peer, or seen down by a peer).
+//! warming, holding writes for a peer, or seen down by a peer).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use zonecache_client::ClusterConfig;
+use zonecache_client::{ClusterConfig, NodeAddr};
 
 /// How long one node may take to answer before it counts as down.
 const NODE_DEADLINE: Duration = Duration::from_millis(800);
@@ -45,6 +45,11 @@ pub struct NodeStatus {
     pub hints_queued: u64,
     /// Copies to other zones that failed, since it started.
     pub replication_failures: u64,
+    /// Its warm-up: `off`, `warming`, `ready` (≥ 95 % copied, still
+    /// copying) or `done`.
+    pub warm_state: String,
+    /// Percent of its keys copied (or found nowhere) by the warm-up.
+    pub warm_percent: f64,
 }
 
 /// The whole report.
@@ -66,7 +71,7 @@ pub enum Source {
 }
 
 /// The cluster's nodes: (id, zone, address).
-pub fn nodes(source: &Source) -> Result<Vec<(String, String, SocketAddr)>, String> {
+pub fn nodes(source: &Source) -> Result<Vec<(String, String, NodeAddr)>, String> {
     match source {
         Source::Config(c) => Ok(c
             .zones
@@ -74,7 +79,7 @@ pub fn nodes(source: &Source) -> Result<Vec<(String, String, SocketAddr)>, Strin
             .flat_map(|z| {
                 z.nodes
                     .iter()
-                    .map(|n| (n.id.clone(), z.name.clone(), n.addr))
+                    .map(|n| (n.id.clone(), z.name.clone(), n.addr.clone()))
             })
             .collect()),
         Source::Seeds(seeds) => discover(seeds),
@@ -84,10 +89,10 @@ pub fn nodes(source: &Source) -> Result<Vec<(String, String, SocketAddr)>, Strin
 /// Reads the cluster: the figures `sample` apart.
 pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
     let nodes = nodes(source)?;
-    let first: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(*a)).collect();
+    let first: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(a)).collect();
     let started = Instant::now();
     std::thread::sleep(sample);
-    let second: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(*a)).collect();
+    let second: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(a)).collect();
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     // Each node's view of its peers: id -> (seen up, seen at all).
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -142,6 +147,12 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0),
                     replication_failures,
+                    warm_state: a.stats.get("warm_state").cloned().unwrap_or("off".into()),
+                    warm_percent: a
+                        .stats
+                        .get("warm_progress")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0),
                 }
             }
             _ => NodeStatus {
@@ -160,6 +171,8 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                 serving_reads: false,
                 hints_queued: 0,
                 replication_failures: 0,
+                warm_state: "-".into(),
+                warm_percent: 0.0,
             },
         };
         match status.state.as_str() {
@@ -179,6 +192,12 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
             if !status.serving_reads {
                 problems.push(format!(
                     "{id} serves no reads from its store (lacks a peer's read lease)"
+                ));
+            }
+            if status.warm_state == "warming" {
+                problems.push(format!(
+                    "{id} is warming ({:.1} % of its keys copied)",
+                    status.warm_percent
                 ));
             }
             if status.hints_queued > 0 {
@@ -218,10 +237,12 @@ const OPS: [&str; 10] = [
 /// reads until `complete` says the reply is whole, with bounded waits: the
 /// one way the operator's commands talk to nodes.
 pub(crate) fn exchange(
-    addr: SocketAddr,
+    addr: &NodeAddr,
     request: &[u8],
     complete: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
+    // Resolved each time: a node replaced under its name has a new IP.
+    let addr = addr.resolve().map_err(|e| e.to_string())?;
     let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(NODE_DEADLINE))
         .map_err(|e| e.to_string())?;
@@ -240,14 +261,14 @@ pub(crate) fn exchange(
 
 /// One reading of a node's stats groups.
 pub(crate) struct Figures {
-    stats: BTreeMap<String, String>,
+    pub(crate) stats: BTreeMap<String, String>,
     pub(crate) zones: BTreeMap<String, String>,
     peers: BTreeMap<String, String>,
 }
 
 impl Figures {
     /// `None` when the node does not answer in time.
-    pub(crate) fn read(addr: SocketAddr) -> Option<Figures> {
+    pub(crate) fn read(addr: &NodeAddr) -> Option<Figures> {
         let request = b"stats\r\nstats zones\r\nstats peers\r\n";
         let text = exchange(addr, request, |t| t.matches("END\r\n").count() >= 3).ok()?;
         let mut groups = text.split("END\r\n").map(|group| {
@@ -276,9 +297,10 @@ impl Figures {
 /// The nodes known to the first seed that answers: itself (`stats zones`:
 /// `node`, `home_zone`) and its peers (`stats peers`: `<id>:addr`,
 /// `<id>:zone`).
-fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, String> {
+fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, NodeAddr)>, String> {
     for seed in seeds {
-        let Some(f) = Figures::read(*seed) else {
+        let seed = NodeAddr::from(*seed);
+        let Some(f) = Figures::read(&seed) else {
             continue;
         };
         let (Some(me), Some(zone)) = (f.zones.get("node"), f.zones.get("home_zone")) else {
@@ -286,7 +308,7 @@ fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, S
                 "{seed} is not a cluster node (no node id in `stats zones`)"
             ));
         };
-        let mut nodes = vec![(me.clone(), zone.clone(), *seed)];
+        let mut nodes = vec![(me.clone(), zone.clone(), seed)];
         for (key, addr) in &f.peers {
             let Some(id) = key.strip_suffix(":addr") else {
                 continue;
@@ -296,11 +318,7 @@ fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, S
                 .get(&format!("{id}:zone"))
                 .cloned()
                 .unwrap_or_default();
-            let addr = addr
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("{id}: bad address {addr}"))?;
+            let addr = NodeAddr::parse(addr).map_err(|e| format!("{id}: {e}"))?;
             nodes.push((id.to_string(), zone, addr));
         }
         nodes.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
@@ -312,7 +330,7 @@ fn discover(seeds: &[SocketAddr]) -> Result<Vec<(String, String, SocketAddr)>, S
 /// The report as a table, problems last.
 pub fn table(r: &Report) -> String {
     let mut out = format!(
-        "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9} {:>7} {:>6} {:>6} {:>8}\n",
+        "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9} {:>7} {:>6} {:>6} {:>8} {:>13}\n",
         "zone",
         "node",
         "address",
@@ -325,7 +343,8 @@ pub fn table(r: &Report) -> String {
         "drain %",
         "reads",
         "hints",
-        "repl err"
+        "repl err",
+        "warm"
     );
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     for n in &r.nodes {
@@ -340,7 +359,7 @@ pub fn table(r: &Report) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9.0} {:>7} {:>6} {:>6} {:>8}\n",
+            "{:<6} {:<8} {:<22} {:<8} {:>7} {:>10} {:>15} {:>6} {:>9.0} {:>7} {:>6} {:>6} {:>8} {:>13}\n",
             n.zone,
             n.node,
             n.addr,
@@ -353,7 +372,11 @@ pub fn table(r: &Report) -> String {
             n.drain_percent,
             reads,
             n.hints_queued,
-            n.replication_failures
+            n.replication_failures,
+            match n.warm_state.as_str() {
+                "warming" => format!("warming {:.0}%", n.warm_percent),
+                other => other.to_string(),
+            }
         ));
     }
     match r.problems.is_empty() {

@@ -3,9 +3,11 @@
 //! node its own process so it can be stopped or killed alone.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use zonecache_client::{ClusterConfig, NodeConfig, Ring, WritePolicy};
+use zonecache_client::{ClusterConfig, NodeAddr, NodeConfig, Ring, WritePolicy};
 
 use crate::conn::Conn;
 use crate::procs::{free_port, free_port_range, Server};
@@ -89,7 +91,7 @@ impl TestCluster {
             .collect();
         for (_, from) in all.iter().filter(|_| proxying == Proxying::PerLink) {
             for (_, to) in all.iter().filter(|(_, to)| to.id != from.id) {
-                let proxy = Proxy::start(([127, 0, 0, 1], 0).into(), to.addr);
+                let proxy = Proxy::start(([127, 0, 0, 1], 0).into(), loopback(&to.addr));
                 cluster
                     .links
                     .insert((from.id.clone(), to.id.clone()), proxy);
@@ -97,9 +99,36 @@ impl TestCluster {
         }
         cluster.write_configs();
         for (zone, node) in all {
-            cluster.spawn(&zone, &node);
+            cluster.spawn(&zone, &node, &[]);
+        }
+        for id in cluster
+            .nodes
+            .iter()
+            .map(|n| n.id.clone())
+            .collect::<Vec<_>>()
+        {
+            cluster.wait_warm(&id, Duration::from_secs(20));
         }
         cluster
+    }
+
+    /// Waits (bounded) until node `id` has finished warming up (a fresh
+    /// cluster's nodes warm from each other at start, finding nothing), so
+    /// a test's own writes never race a warm-up's copies.
+    pub fn wait_warm(&self, id: &str, within: Duration) {
+        let start = Instant::now();
+        loop {
+            let stats = self.node(id).server.stats();
+            let state = stats.get("warm_state").map(String::as_str);
+            if matches!(state, Some("done" | "off") | None) {
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{id} still warming after {within:?}: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The config file of node `id` (clients read the same files).
@@ -114,7 +143,7 @@ impl TestCluster {
             let mut view = self.config.clone();
             for peer in view.zones.iter_mut().flat_map(|z| z.nodes.iter_mut()) {
                 if let Some(link) = self.links.get(&(node.id.clone(), peer.id.clone())) {
-                    peer.addr = link.addr;
+                    peer.addr = link.addr.into();
                 }
             }
             let text = view.file_for(&node.id);
@@ -125,25 +154,26 @@ impl TestCluster {
         }
     }
 
-    fn spawn(&mut self, zone: &str, node: &NodeConfig) {
+    fn spawn(&mut self, zone: &str, node: &NodeConfig, extra: &[&str]) {
         let path = self.config_path(&node.id);
         let batch = node
             .batch_addr
+            .as_ref()
             .expect("test nodes have a batch port")
             .port();
-        let server = Server::zonecached_on(
-            node.addr.port(),
-            &[
-                "--batch-port",
-                &batch.to_string(),
-                "-m",
-                "16",
-                "-t",
-                "1",
-                "--config",
-                path.to_str().expect("utf-8 path"),
-            ],
-        );
+        let batch = batch.to_string();
+        let mut args = vec![
+            "--batch-port",
+            &batch,
+            "-m",
+            "16",
+            "-t",
+            "1",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        let server = Server::zonecached_on(node.addr.port(), &args);
         self.nodes.push(ClusterNode {
             id: node.id.clone(),
             zone: zone.to_string(),
@@ -164,13 +194,13 @@ impl TestCluster {
         let id = format!("{zone}{}", entry.nodes.len() + 1);
         let node = NodeConfig {
             id: id.clone(),
-            addr: ([127, 0, 0, 1], port).into(),
-            batch_addr: Some(([127, 0, 0, 1], batch).into()),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)).into(),
+            batch_addr: Some(SocketAddr::from(([127, 0, 0, 1], batch)).into()),
             weight: 1,
         };
         entry.nodes.push(node.clone());
         self.write_configs();
-        self.spawn(zone, &node);
+        self.spawn(zone, &node, &[]);
         for n in &self.nodes {
             if n.id != id {
                 n.server.signal(libc::SIGHUP);
@@ -182,6 +212,11 @@ impl TestCluster {
     /// Kills node `id` (SIGKILL) and starts it again, empty, on the same
     /// ports with the same config: a replaced or crashed node coming back.
     pub fn restart(&mut self, id: &str) {
+        self.restart_with(id, &[]);
+    }
+
+    /// [`TestCluster::restart`] with more `zonecached` arguments.
+    pub fn restart_with(&mut self, id: &str, extra: &[&str]) {
         let at = self.nodes.iter().position(|n| n.id == id).expect("node id");
         let old = self.nodes.remove(at);
         old.server.signal(libc::SIGKILL);
@@ -193,7 +228,7 @@ impl TestCluster {
             .flat_map(|z| z.nodes.iter().map(move |n| (z.name.clone(), n.clone())))
             .find(|(_, n)| n.id == id)
             .expect("node in config");
-        self.spawn(&node.0, &node.1);
+        self.spawn(&node.0, &node.1, extra);
     }
 
     /// The owner of `key` in `zone`, computed with the ring the nodes use.
@@ -281,4 +316,9 @@ impl Drop for TestCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The address of a node the harness laid out on loopback.
+pub fn loopback(addr: &NodeAddr) -> SocketAddr {
+    addr.socket_addr().expect("test nodes have IP addresses")
 }

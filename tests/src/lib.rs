@@ -15,7 +15,7 @@ pub mod corpus;
 pub mod procs;
 pub mod proxy;
 
-pub use cluster::{ClusterNode, TestCluster};
+pub use cluster::{loopback, ClusterNode, TestCluster};
 pub use conn::{Conn, REPLY_TIMEOUT};
 pub use procs::{
     free_port, free_port_range, request_at, server_binary, stats_at, zonecached_binary, Server,

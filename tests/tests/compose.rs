@@ -56,7 +56,13 @@ fn compose_file_agrees_with_the_cluster_configs() {
             .as_str()
             .expect("address");
         assert_eq!(
-            topology.me.addr.ip().to_string(),
+            topology
+                .me
+                .addr
+                .socket_addr()
+                .expect("an IP")
+                .ip()
+                .to_string(),
             ip,
             "{name}: address agrees"
         );

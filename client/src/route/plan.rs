@@ -81,6 +81,9 @@ pub fn plan(cmd: &Command) -> Route {
         | Command::MetaDebug { .. }
         | Command::PeerHello
         | Command::VersionedGet { .. }
+        | Command::PeerDump { .. }
+        | Command::KeyDump { .. }
+        | Command::Leave
         | Command::TooLarge { .. }
         | Command::Invalid(_) => Route::Local,
     }

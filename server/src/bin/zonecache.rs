@@ -2,7 +2,8 @@
 //! cluster on loopback — zones × nodes, each its own `zonecached` process —
 //! prints every node's zone, address and pid, and stops them all on Ctrl-C.
 //! `zonecache status` shows every node and exits non-zero when one is down
-//! or the cluster is degraded.
+//! or the cluster is degraded; `drain`/`undrain` move a zone's reads;
+//! `ready`/`leave` are a node's readiness probe and preStop hook.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -79,6 +80,23 @@ enum Cmd {
         #[command(flatten)]
         nodes: NodesArgs,
     },
+    /// Exit 0 when the node is ready for clients (answers, not warming,
+    /// serves reads, not leaving), 1 otherwise: a readiness probe.
+    Ready {
+        /// The node (host:port).
+        #[arg(default_value = "127.0.0.1:11211")]
+        addr: String,
+    },
+    /// Tell a node it is about to stop: its reads go to other zones from
+    /// now on; then wait for requests in flight. A preStop hook.
+    Leave {
+        /// The node (host:port).
+        #[arg(default_value = "127.0.0.1:11211")]
+        addr: String,
+        /// Milliseconds to wait after telling it.
+        #[arg(long, default_value_t = 3000)]
+        grace_ms: u64,
+    },
     /// Give a drained zone all its reads back at once.
     Undrain {
         zone: String,
@@ -143,6 +161,11 @@ fn main() -> std::process::ExitCode {
             nodes,
         } => return drain(nodes, &zone, to, step, Duration::from_millis(interval_ms)),
         Cmd::Undrain { zone, nodes } => return drain(nodes, &zone, 0, 100, Duration::ZERO),
+        Cmd::Ready { addr } => return probe(&addr, zonecache_server::probe::ready),
+        Cmd::Leave { addr, grace_ms } => {
+            let grace = Duration::from_millis(grace_ms);
+            return probe(&addr, |a| zonecache_server::probe::leave(a, grace));
+        }
         Cmd::Local {
             zones,
             nodes,
@@ -195,6 +218,28 @@ fn status(nodes: NodesArgs, json: bool, watch: bool, sample: Duration) -> std::p
     }
 }
 
+/// `zonecache ready` / `leave`: exit 0 on success, 1 with the reason, 3
+/// on a bad address.
+fn probe(
+    addr: &str,
+    run: impl FnOnce(&zonecache_client::NodeAddr) -> Result<(), String>,
+) -> std::process::ExitCode {
+    let addr = match zonecache_client::NodeAddr::parse(addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("zonecache: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match run(&addr) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zonecache: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `zonecache drain` / `undrain`: exit 0 when every node took the final
 /// weight, 1 otherwise, 3 on bad arguments.
 fn drain(
@@ -242,6 +287,7 @@ fn local(
         std::fs::write(&path, config.file_for(&node.id)).map_err(|e| e.to_string())?;
         let batch_port = node
             .batch_addr
+            .as_ref()
             .expect("local nodes have a batch port")
             .port();
         let child = Command::new(&binary)
@@ -264,7 +310,11 @@ fn local(
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut failed = None;
     'nodes: for (node, child) in &mut children {
-        while std::net::TcpStream::connect(node.addr).is_err() {
+        let addr = node
+            .addr
+            .socket_addr()
+            .expect("local nodes are on loopback");
+        while std::net::TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
                 failed = Some(format!(
                     "node {} did not start on {} (port taken? try --base-port)",
@@ -291,7 +341,7 @@ fn local(
                 zone.name,
                 node.id,
                 node.addr,
-                node.batch_addr.map_or(0, |a| a.port()),
+                node.batch_addr.as_ref().map_or(0, |a| a.port()),
                 child.id()
             );
         }

@@ -18,7 +18,7 @@
 //! that peer grants again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,10 @@ pub struct Leases {
     /// Times this node flushed itself because a peer may have died with
     /// writes for it.
     pub cold_flushes: AtomicU64,
+    /// The operator said this node is leaving (`zc_leave`, a Kubernetes
+    /// preStop): it serves no reads from its store, so peers and its own
+    /// clients read other zones at once instead of at its death.
+    leaving: AtomicBool,
 }
 
 impl Leases {
@@ -136,6 +140,7 @@ impl Leases {
             serve_until_us: AtomicU64::new(0),
             stalls_seen: AtomicU64::new(stalls_seen),
             cold_flushes: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
         })
     }
 
@@ -174,6 +179,16 @@ impl Leases {
             }
         }
         false
+    }
+
+    /// Marks this node as leaving (for the rest of its life).
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// Whether this node is leaving.
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// Whether this node may serve reads from its store and decide now.

@@ -9,12 +9,14 @@
 //! It also keeps the topology current (SIGHUP reload, `reload.rs`) and
 //! serves `stats zones` and `stats peers` (`stats.rs`).
 
+mod dump;
 mod lease;
 mod reload;
 mod silence;
 mod stalls;
 mod stats;
 pub mod topology;
+mod warm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +31,9 @@ use silence::Silence;
 use topology::{NodeConfig, NodeTopology};
 
 pub use lease::Leases;
-pub use reload::Cluster;
+pub use reload::{Cluster, ClusterOptions};
 pub use stalls::Stalls;
+pub use warm::{Warm, WarmState};
 
 /// Pipelined connections per peer and lane.
 const CONNECTIONS_PER_PEER: usize = 2;
@@ -150,6 +153,9 @@ impl Transport for LocalHop {
         if *node.id != *self.me {
             return self.peers.call(node, cmd, lane, deadline).await;
         }
+        if self.leases.leaving() && reads_store(cmd) {
+            return Err(Error::Connection(format!("{} is leaving", self.me)));
+        }
         if needs_fresh(cmd) && !self.leases.wait_serving(cmd, deadline).await {
             // As a node that did not answer: reads go on to other zones,
             // conditional writes fail saying nothing was applied.
@@ -172,11 +178,18 @@ impl Transport for LocalHop {
 /// Whether `cmd` must not run on a node that may have missed writes:
 /// reads of its store, and conditional writes it would decide.
 pub fn needs_fresh(cmd: &Command) -> bool {
-    matches!(cmd, Command::VersionedGet { .. })
+    matches!(cmd, Command::VersionedGet { .. } | Command::PeerDump { .. })
         || matches!(
             plan(cmd),
             Route::MultiRead | Route::MetaRead | Route::Arbitrate { .. }
         )
+}
+
+/// Whether `cmd` reads this node's store (as opposed to asking it to
+/// decide a conditional write).
+pub fn reads_store(cmd: &Command) -> bool {
+    matches!(cmd, Command::VersionedGet { .. } | Command::PeerDump { .. })
+        || matches!(plan(cmd), Route::MultiRead | Route::MetaRead)
 }
 
 /// Whether `cmd` is answered by this node alone, never routed.

@@ -13,6 +13,7 @@ use zonecache_proto::{Command, Response};
 
 use super::lease::{Answer, Leases};
 use super::topology::{NodeTopology, Overrides};
+use super::warm::Warm;
 use super::ClusterView;
 use crate::exec::{Executor, Reply};
 use crate::stats::ConnCounters;
@@ -21,40 +22,72 @@ use crate::stats::ConnCounters;
 /// silent, `lease.rs`).
 const ASK_DEADLINE: Duration = SILENT;
 
+/// What the node's command line says about its cluster, on top of the
+/// config file.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Settings applied over every load of the file.
+    pub overrides: Overrides,
+    /// This node's id, instead of the file's `node` (a Kubernetes pod
+    /// passes its own name, so every pod can mount the same file).
+    pub node: Option<String>,
+    /// Keys per second copied from another zone at start (0 = unpaced);
+    /// `None`: no warm-up. A single-zone cluster has nothing to warm from.
+    pub warm_rate: Option<u32>,
+    /// Where the node keeps what it must remember across restarts (the
+    /// drain weights); `None`: beside the config file.
+    pub state_dir: Option<PathBuf>,
+}
+
 /// This node's cluster: the current [`ClusterView`], and where to reload it from.
 pub struct Cluster {
     current: RwLock<Arc<ClusterView>>,
     /// The config file, read again on SIGHUP.
     path: PathBuf,
-    /// Command-line settings applied over every load.
-    overrides: Overrides,
+    /// The command line's say, applied over every load.
+    options: ClusterOptions,
     /// Every view's leases (one for the node's life), at hand without
     /// taking the view lock on each peer request.
     pub leases: Arc<Leases>,
+    /// This node's warm-up (`warm.rs`).
+    pub warm: Arc<Warm>,
 }
 
 impl Cluster {
     /// Loads the config at `path`.
-    pub fn load(path: &Path, overrides: Overrides) -> Result<Cluster, String> {
-        let mut topology = NodeTopology::load(path)?;
-        overrides.apply(&mut topology);
+    pub fn load(path: &Path, options: ClusterOptions) -> Result<Cluster, String> {
+        let topology = Self::read(path, &options)?;
+        let warming = options.warm_rate.is_some() && topology.zones.len() > 1;
         let view = ClusterView::new(topology, None);
         let cluster = Cluster {
+            warm: Warm::new(warming, options.warm_rate.unwrap_or(0)),
             leases: view.leases.clone(),
             current: RwLock::new(Arc::new(view)),
             path: path.to_path_buf(),
-            overrides,
+            options,
         };
         cluster.load_drains()?;
         Ok(cluster)
     }
 
-    /// Where this node keeps the zones' drain weights: beside its config,
-    /// so a restart keeps them.
+    /// The file with the command line's say on top.
+    fn read(path: &Path, options: &ClusterOptions) -> Result<NodeTopology, String> {
+        let mut topology = NodeTopology::load_as(path, options.node.as_deref())?;
+        options.overrides.apply(&mut topology);
+        Ok(topology)
+    }
+
+    /// Where this node keeps the zones' drain weights, so a restart keeps
+    /// them: in its state directory, else beside its config.
     fn drains_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".drain");
-        PathBuf::from(name)
+        match &self.options.state_dir {
+            Some(dir) => dir.join(format!("{}.drain", self.current().me.id)),
+            None => {
+                let mut name = self.path.as_os_str().to_owned();
+                name.push(".drain");
+                PathBuf::from(name)
+            }
+        }
     }
 
     /// Reads the drain weights kept by an earlier run (none: no file).
@@ -108,7 +141,18 @@ impl Cluster {
     /// Whether a peer's `cmd` must be refused now: it reads this node's
     /// store or asks it to decide, and this node lacks a peer's lease.
     pub fn refuses_for_peer(&self, cmd: &Command) -> bool {
-        super::needs_fresh(cmd) && !self.leases.serving()
+        (self.leases.leaving() && super::reads_store(cmd))
+            || (super::needs_fresh(cmd) && !self.leases.serving())
+    }
+
+    /// `zc_leave`: this node is about to stop; from now on its store
+    /// serves no reads (its peers and its clients read other zones).
+    pub fn leave(&self) -> Reply {
+        if !self.leases.leaving() {
+            tracing::info!("leaving: reads go to other zones from now on");
+        }
+        self.leases.leave();
+        Reply::Send(Response::Ok)
     }
 
     /// Runs for the node's life: asks every peer for a read lease every
@@ -161,6 +205,16 @@ impl Cluster {
         }
     }
 
+    /// Answers a peer's `zc_dump` from this node's store.
+    pub fn dump(&self, exec: &Executor, cmd: &Command) -> Reply {
+        let view = self.current();
+        Reply::Send(super::dump::page(
+            &*exec.storage,
+            &view.router.topology,
+            cmd,
+        ))
+    }
+
     /// Routes a client's command with the cluster as of now.
     pub async fn serve(&self, exec: &Arc<Executor>, cmd: Command, lane: Lane) -> Reply {
         let drain = matches!(cmd, Command::PeerDrain { .. });
@@ -176,8 +230,7 @@ impl Cluster {
     /// connections close when their last in-flight request is done. A bad
     /// file leaves the running topology in place.
     pub fn reload(&self) -> Result<(), String> {
-        let mut topology = NodeTopology::load(&self.path)?;
-        self.overrides.apply(&mut topology);
+        let topology = Self::read(&self.path, &self.options)?;
         let previous = self.current();
         if topology.me.id != previous.me.id {
             return Err("the config names another node; restart to change identity".into());

@@ -12,6 +12,7 @@ impl StatsGroups for Cluster {
         match name {
             b"zones" => Some(view.zone_stats()),
             b"peers" => Some(view.peer_stats()),
+            b"warm" => Some(self.warm.stats()),
             _ => None,
         }
     }
@@ -69,6 +70,10 @@ impl ClusterView {
             (
                 "serving_reads".to_string(),
                 u8::from(self.leases.serving()).to_string(),
+            ),
+            (
+                "leaving".to_string(),
+                u8::from(self.leases.leaving()).to_string(),
             ),
             (
                 "lease_cold_flushes".to_string(),

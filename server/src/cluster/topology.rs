@@ -36,8 +36,16 @@ impl NodeTopology {
 
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<NodeTopology, String> {
-        NodeTopology::from_config(ClusterConfig::load(path)?)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        NodeTopology::load_as(path, None)
+    }
+
+    /// Reads a config file as node `node` (`None`: the one it names).
+    pub fn load_as(path: &Path, node: Option<&str>) -> Result<NodeTopology, String> {
+        let mut config = ClusterConfig::load(path)?;
+        if let Some(id) = node {
+            config.node = Some(id.to_string());
+        }
+        NodeTopology::from_config(config).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     fn from_config(config: ClusterConfig) -> Result<NodeTopology, String> {

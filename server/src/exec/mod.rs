@@ -8,6 +8,7 @@
 //! front can write a large multi-get straight from the store into its
 //! buffer, flushing as it goes, without building a value list first.
 
+mod dump;
 mod meta;
 
 use std::sync::atomic::Ordering;
@@ -254,9 +255,15 @@ impl Executor {
             Command::Stats { args } => (self.stats_command(&args), false),
             Command::PeerHello => (Response::Ok, false),
             // Only a node of a cluster keeps hints to give.
-            Command::PeerLease { .. } | Command::PeerAsked { .. } | Command::PeerDrain { .. } => {
-                (Response::Error, false)
-            }
+            Command::PeerLease { .. }
+            | Command::PeerAsked { .. }
+            | Command::PeerDrain { .. }
+            | Command::PeerDump { .. }
+            | Command::Leave => (Response::Error, false),
+            Command::KeyDump { mg, everything } => (
+                Response::Lines(self.key_dump(mg, everything).freeze()),
+                false,
+            ),
             Command::MetaNoop => (Response::MetaNoop, false),
             Command::Quit => return Reply::Close,
             Command::Close => return Reply::Drop,

@@ -20,6 +20,7 @@ use super::{Front, HIGH_WATER};
 use crate::cluster::is_local;
 use crate::exec::{MultiRead, Reply};
 use crate::stats::ConnCounters;
+use crate::store::ScanCursor;
 
 /// What a peer hears when it asks a node that may have missed writes to
 /// read or decide: it tries another zone instead.
@@ -95,6 +96,11 @@ pub async fn serve(
                 (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
+                (Some(cluster), _) if cmd == Command::Leave => cluster.leave(),
+                // Only a peer may dump this node's store (others: ERROR).
+                (Some(cluster), true) if matches!(cmd, Command::PeerDump { .. }) => {
+                    cluster.dump(&front.exec, &cmd)
+                }
                 (Some(cluster), _)
                     if matches!(
                         cmd,
@@ -106,6 +112,20 @@ pub async fn serve(
                     cluster.serve(&front.exec, cmd, lane).await
                 }
                 (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
+                _ if matches!(
+                    cmd,
+                    Command::KeyDump {
+                        everything: true,
+                        ..
+                    }
+                ) =>
+                {
+                    let Command::KeyDump { mg, .. } = cmd else {
+                        unreachable!("matched above")
+                    };
+                    stream_key_dump(&front, mg, &mut stream, &mut wbuf, &mut counters).await?;
+                    Reply::Silent
+                }
                 _ => match MultiRead::of(&cmd, &mut counters) {
                     Some(read) => {
                         stream_read(&front, &read, &mut stream, &mut wbuf, &mut counters).await?;
@@ -168,6 +188,27 @@ async fn stream_read(
     }
     // The end of a `VALUE … END` reply.
     Response::Values(Vec::new()).encode(wbuf);
+    Ok(())
+}
+
+/// Streams a crawler key dump of the whole store into `wbuf`, sending it
+/// whenever it passes [`HIGH_WATER`].
+async fn stream_key_dump(
+    front: &Front,
+    mg: bool,
+    stream: &mut TcpStream,
+    wbuf: &mut BytesMut,
+    counters: &mut ConnCounters,
+) -> std::io::Result<()> {
+    let mut cursor = Some(ScanCursor::default());
+    while let Some(at) = cursor {
+        cursor = front.exec.push_key_dump(mg, at, wbuf);
+        if wbuf.len() >= HIGH_WATER {
+            flush(stream, wbuf, counters).await?;
+        }
+        // A long dump must not keep this worker's other connections waiting.
+        tokio::task::yield_now().await;
+    }
     Ok(())
 }
 

@@ -1,14 +1,14 @@
 //! The engine: shards chosen by key hash, each behind its own mutex, so
 //! there is no global lock on the hot path.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::pool::Pool;
 use super::shard::{Shard, SEGMENT_SIZE};
 use super::{
     ArithOutcome, ArithRequest, Clock, DeleteOutcome, DeleteRequest, ItemView, ReadOptions,
-    Storage, StoreOutcome, StoreRequest, StoreStats, StoreStatus,
+    ScanCursor, ScanStep, Storage, StoreOutcome, StoreRequest, StoreStats, StoreStatus,
 };
 
 /// Each shard should hold at least this many regular segments, so eviction
@@ -19,6 +19,9 @@ const MAX_SHARDS: usize = 64;
 /// Segments the background sweep visits per shard per call (every 100 ms:
 /// a full pass over a 64 MiB cache takes about 6 s).
 const SWEEP_SEGMENTS: usize = 1;
+/// Index slots a scan walks per shard lock, so a dump never holds a lock
+/// long enough to show in the serving tail.
+const SCAN_SLOTS_PER_LOCK: usize = 1024;
 /// Rounds of evicting in other shards before a write gives up for memory.
 const MAX_POOL_ROUNDS: usize = 64;
 
@@ -43,6 +46,8 @@ pub struct Engine {
     pool: Arc<Pool>,
     /// memcached's `oldest_live` of a delayed `flush_all` (0 = none).
     flush_at: AtomicU32,
+    /// `flush_all` calls so far.
+    flushes: AtomicU64,
 }
 
 impl Engine {
@@ -66,6 +71,7 @@ impl Engine {
             clock: Clock::new(),
             pool,
             flush_at: AtomicU32::new(0),
+            flushes: AtomicU64::new(0),
         }
     }
 
@@ -159,6 +165,7 @@ impl Storage for Engine {
     }
 
     fn flush_all(&self, delay: i32) {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
         if delay > 0 {
             // memcached: oldest_live = realtime(delay) - 1; items last touched
             // at or before it are invalid once the clock gets there.
@@ -174,9 +181,55 @@ impl Storage for Engine {
         }
     }
 
+    fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
+    }
+
     fn sweep(&self) {
         for i in 0..self.shards.len() {
             self.lock(i).sweep(SWEEP_SEGMENTS);
+        }
+    }
+
+    fn scan(
+        &self,
+        cursor: ScanCursor,
+        max_slots: usize,
+        f: &mut dyn FnMut(&ItemView<'_>) -> bool,
+    ) -> ScanStep {
+        let shards = self.shards.len();
+        let (mut shard, mut epoch, mut slot) = (cursor.shard(), cursor.epoch(), cursor.slot());
+        let mut budget = max_slots.max(1);
+        let mut fraction = 0.0;
+        while shard < shards && budget > 0 {
+            let locked = self.lock(shard);
+            let now_epoch = locked.index_epoch() & 0xff_ffff;
+            if now_epoch != epoch {
+                // The index was rebuilt: slots moved, start the shard over.
+                (epoch, slot) = (now_epoch, 0);
+            }
+            let mut stopped = false;
+            let chunk = budget.min(SCAN_SLOTS_PER_LOCK);
+            let next = locked.scan(slot, chunk, &mut |item| {
+                stopped = !f(item);
+                !stopped
+            });
+            budget = budget.saturating_sub(next - slot).min(budget - 1);
+            slot = next;
+            let slots = locked.index_slots();
+            drop(locked);
+            fraction = slot as f64 / slots as f64;
+            if slot >= slots {
+                (shard, slot, epoch, fraction) = (shard + 1, 0, u32::MAX, 0.0);
+            }
+            if stopped {
+                break;
+            }
+        }
+        let progress = ((shard as f64 + fraction) / shards as f64).min(1.0);
+        ScanStep {
+            next: (shard < shards).then(|| ScanCursor::new(shard, epoch, slot)),
+            progress,
         }
     }
 

@@ -10,7 +10,7 @@ mod number;
 mod pool;
 mod shard;
 
-pub use clock::Clock;
+pub use clock::{Clock, REALTIME_MAXDELTA};
 pub use engine::{Engine, EngineConfig};
 pub use shard::SEGMENT_SIZE;
 
@@ -259,6 +259,36 @@ pub enum DeleteOutcome {
     Exists,
 }
 
+/// Where a walk over every item resumes: the shard, the index epoch the
+/// shard was walked at, and the slot, packed into one number so it can
+/// travel in a `zc_dump` request (0 = the beginning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanCursor(pub u64);
+
+impl ScanCursor {
+    pub(crate) fn new(shard: usize, epoch: u32, slot: usize) -> ScanCursor {
+        ScanCursor((shard as u64) << 56 | u64::from(epoch & 0xff_ffff) << 32 | slot as u64)
+    }
+    pub(crate) fn shard(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+    pub(crate) fn epoch(self) -> u32 {
+        (self.0 >> 32) as u32 & 0xff_ffff
+    }
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+}
+
+/// How far a call to [`Storage::scan`] got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanStep {
+    /// Where to resume; `None` once every item has been seen.
+    pub next: Option<ScanCursor>,
+    /// The share of the store walked so far, 0.0–1.0.
+    pub progress: f64,
+}
+
 /// Counters the engine keeps (summed over shards), named as memcached names them.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -320,8 +350,20 @@ pub trait Storage: Send + Sync + 'static {
     fn delete(&self, key: &[u8], req: &DeleteRequest) -> DeleteOutcome;
     /// `flush_all [delay]`.
     fn flush_all(&self, delay: i32);
+    /// How many `flush_all` have run: a copy read before one must not be
+    /// written after it.
+    fn flushes(&self) -> u64;
     /// Reclaims expired items; called periodically by a background task.
     fn sweep(&self);
+    /// Shows `f` the live items (tombstones included) from `cursor` on, a
+    /// shard lock at a time, walking at most about `max_slots` index slots;
+    /// `f` returns false to stop after the item it was shown.
+    fn scan(
+        &self,
+        cursor: ScanCursor,
+        max_slots: usize,
+        f: &mut dyn FnMut(&ItemView<'_>) -> bool,
+    ) -> ScanStep;
     /// Counters summed over the engine.
     fn stats(&self) -> StoreStats;
     /// `stats reset`: zero the counters (not the gauges).

@@ -140,6 +140,7 @@ impl Shard {
         }
         let old_index = self.index_bytes();
         self.index = vec![EMPTY; INITIAL_INDEX];
+        self.index_epoch = self.index_epoch.wrapping_add(1);
         self.ghost = vec![0; INITIAL_INDEX / 2];
         self.allocated = self.allocated - old_index + self.index_bytes();
         self.index_len = 0;

@@ -11,7 +11,7 @@ pub(super) const INITIAL_INDEX: usize = 1024;
 /// Empty index slot.
 pub(super) const EMPTY: u64 = 0;
 /// Deleted index slot (probing continues past it).
-const TOMBSTONE: u64 = 1;
+pub(super) const TOMBSTONE: u64 = 1;
 
 /// Where an item lives: packed into index entries as
 /// `tag (16 bits) | segment (28 bits) | offset (20 bits)`.
@@ -123,6 +123,7 @@ impl Shard {
             cap
         };
         let old = std::mem::replace(&mut self.index, vec![EMPTY; new_cap]);
+        self.index_epoch = self.index_epoch.wrapping_add(1);
         if new_cap != cap {
             self.ghost = vec![0; new_cap / 2];
         }

@@ -21,6 +21,7 @@
 mod eviction;
 mod index;
 mod ops;
+mod scan;
 mod segments;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,9 @@ pub struct Shard {
     index: Vec<u64>,
     index_len: usize,
     index_tombstones: usize,
+    /// Bumped when the index is rebuilt, so a resumed scan knows its slot
+    /// no longer means the same place.
+    index_epoch: u32,
     /// Fingerprints of keys recently evicted from the small queue.
     ghost: Vec<u32>,
     next_generation: u64,
@@ -113,6 +117,7 @@ impl Shard {
             index: vec![EMPTY; INITIAL_INDEX],
             index_len: 0,
             index_tombstones: 0,
+            index_epoch: 0,
             ghost: vec![0; INITIAL_INDEX / 2],
             next_generation: 1,
             hasher,
