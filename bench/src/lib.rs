@@ -13,4 +13,5 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod warm;
 pub mod workload;

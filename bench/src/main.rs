@@ -84,6 +84,27 @@ enum Cmd {
         #[arg(long, default_value_t = 2000.0)]
         hung_rate: f64,
     },
+    /// A node of a 3 × 2 cluster restarted empty under load: warm-up from
+    /// another zone vs refill by read repair (time to 95 % of its keys,
+    /// clients' p99, errors and hit ratio per second).
+    Warm {
+        /// `-m` of every node (MiB).
+        #[arg(long, default_value_t = 256)]
+        memory: usize,
+        #[arg(long, default_value_t = 500_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// Realtime requests per second through the front.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// The restarted node's --warm-rate (keys/s).
+        #[arg(long, default_value_t = 50_000)]
+        warm_rate: u32,
+        /// Longest wait for 95 % per mode.
+        #[arg(long, default_value_t = 60.0)]
+        max_seconds: f64,
+    },
     /// Through the Rust client: realtime reads alone, beside a batch flood
     /// with lanes, and beside the same flood without lanes.
     Lanes {
@@ -382,6 +403,25 @@ fn main() -> std::process::ExitCode {
                 &cli.out,
             )
         }
+        Cmd::Warm {
+            memory,
+            keys,
+            value_size,
+            rate,
+            warm_rate,
+            max_seconds,
+        } => zonecache_bench::warm::warm(
+            &zonecache_bench::warm::WarmOptions {
+                memory_mb: memory,
+                keys,
+                value_size,
+                rate,
+                warm_rate,
+                max_seconds,
+                before_seconds: 5,
+            },
+            &cli.out,
+        ),
         Cmd::Lanes {
             keys,
             value_size,

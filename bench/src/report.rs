@@ -133,6 +133,65 @@ pub fn plot_bars(base: &Path, title: &str, bars: &[(String, f64)]) -> Result<Pat
     Ok(path)
 }
 
+/// One chart of [`plot_timelines`]: title, y label, and its series as
+/// (label, [(seconds, y)]).
+pub type Panel = (String, String, Vec<(String, Vec<(f64, f64)>)>);
+
+/// Draws series over time side by side, one chart per panel, in
+/// `<base>.svg`.
+pub fn plot_timelines(base: &Path, panels: &[Panel]) -> Result<PathBuf, String> {
+    let path = base.with_extension("svg");
+    {
+        let width = 520 * panels.len().max(1) as u32;
+        let root = SVGBackend::new(&path, (width, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, (title, y_label, series)) in areas.iter().zip(panels) {
+            draw_timeline(area, title, y_label, series).map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(path)
+}
+
+fn draw_timeline(
+    area: &Area<'_>,
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let points = || series.iter().flat_map(|s| s.1.iter());
+    let max_x = points().map(|p| p.0).fold(1.0f64, f64::max);
+    let max_y = points().map(|p| p.1).fold(1e-9f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0f64..max_x, 0.0f64..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_label)
+        .draw()?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    Ok(())
+}
+
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 fn quantile_label(q: f64) -> String {

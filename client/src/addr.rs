@@ -86,6 +86,22 @@ impl NodeAddr {
     }
 }
 
+impl NodeAddr {
+    /// Whether a connection to the address is refused within `within`
+    /// (no process listens there); false when it connects, times out or
+    /// cannot be resolved.
+    #[cfg(not(loom))]
+    pub async fn refuses(&self, within: std::time::Duration) -> bool {
+        let Ok(Ok(addr)) = tokio::time::timeout(within, self.lookup()).await else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    }
+}
+
 fn no_address(host: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::NotFound,

@@ -22,13 +22,22 @@ struct Pending {
     reply: oneshot::Sender<Result<Response, Error>>,
 }
 
-/// Callers waiting for replies, in the order their requests were written.
-type Waiting = Arc<Mutex<VecDeque<oneshot::Sender<Result<Response, Error>>>>>;
+/// Callers waiting for replies, in the order their requests were written,
+/// and whether the connection is closed: once the reader has stopped, a
+/// request written after it would wait for a reply nobody reads.
+#[derive(Default)]
+struct Replies {
+    queue: VecDeque<oneshot::Sender<Result<Response, Error>>>,
+    closed: bool,
+}
+
+type Waiting = Arc<Mutex<Replies>>;
 
 /// A pipelined connection. Cloning shares it.
 #[derive(Clone)]
 pub struct Connection {
     queue: mpsc::Sender<Pending>,
+    waiting: Waiting,
     /// Bounds the requests in flight on this connection.
     in_flight: Arc<Semaphore>,
 }
@@ -55,9 +64,10 @@ impl Connection {
         let (queue, incoming) = mpsc::channel(max_in_flight.max(1));
         let waiting: Waiting = Arc::default();
         tokio::spawn(write_loop(wr, incoming, waiting.clone()));
-        tokio::spawn(read_loop(rd, waiting));
+        tokio::spawn(read_loop(rd, waiting.clone()));
         Ok(Connection {
             queue,
+            waiting,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
         })
     }
@@ -86,7 +96,7 @@ impl Connection {
 
     /// Whether the connection still works (its tasks are running).
     pub fn is_open(&self) -> bool {
-        !self.queue.is_closed()
+        !self.queue.is_closed() && !self.waiting.lock().map_or(true, |w| w.closed)
     }
 }
 
@@ -108,9 +118,16 @@ async fn write_loop(
         }
         {
             let Ok(mut w) = waiting.lock() else { return };
+            if w.closed {
+                // The reader is gone: no reply would ever be read.
+                for p in batch {
+                    let _ = p.reply.send(Err(closed("closed by the node")));
+                }
+                return;
+            }
             for p in batch {
                 out.extend_from_slice(&p.bytes);
-                w.push_back(p.reply);
+                w.queue.push_back(p.reply);
             }
         }
         if wr.write_all(&out).await.is_err() {
@@ -126,7 +143,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
         loop {
             match parse_response(&mut buf) {
                 Ok(Some(response)) => {
-                    let next = waiting.lock().ok().and_then(|mut w| w.pop_front());
+                    let next = waiting.lock().ok().and_then(|mut w| w.queue.pop_front());
                     match next {
                         Some(reply) => {
                             let _ = reply.send(Ok(response));
@@ -141,7 +158,8 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
                 Err(e) => {
                     let msg = e.to_string();
                     if let Ok(mut w) = waiting.lock() {
-                        for reply in w.drain(..) {
+                        w.closed = true;
+                        for reply in w.queue.drain(..) {
                             let _ = reply.send(Err(Error::Protocol(msg.clone())));
                         }
                     }
@@ -160,12 +178,16 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
     }
 }
 
+/// Fails every caller waiting and marks the connection closed.
 fn fail_all(waiting: &Waiting, why: &str) {
     if let Ok(mut w) = waiting.lock() {
-        for reply in w.drain(..) {
-            let _ = reply.send(Err(Error::Connection(format!(
-                "{CONNECTION_CLOSED}: {why}"
-            ))));
+        w.closed = true;
+        for reply in w.queue.drain(..) {
+            let _ = reply.send(Err(closed(why)));
         }
     }
+}
+
+fn closed(why: &str) -> Error {
+    Error::Connection(format!("{CONNECTION_CLOSED}: {why}"))
 }

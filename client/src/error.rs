@@ -10,6 +10,8 @@ pub const CONNECTION_CLOSED: &str = "connection lost with the request in flight"
 /// How a refused connection starts: no process listens there (the node is
 /// dead), so it holds and serves nothing.
 pub const NOBODY_LISTENING: &str = "nobody listening";
+/// How a call to a node marked down fails (it is not made).
+pub const MARKED_DOWN: &str = "is marked down";
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

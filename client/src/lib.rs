@@ -49,7 +49,16 @@
 //! let bulk = client.batch();
 //! assert_eq!(bulk.lane(), Lane::Batch);
 //! for i in 0..100 {
-//!     bulk.set(format!("row:{i}"), "x", StoreOptions::default()).await?;
+//!     // Nodes shed batch work first when realtime work starves it: a bulk
+//!     // job comes back a little later rather than failing.
+//!     let mut tries = 0;
+//!     while let Err(e) = bulk.set(format!("row:{i}"), "x", StoreOptions::default()).await {
+//!         tries += 1;
+//!         if tries == 50 {
+//!             return Err(e);
+//!         }
+//!         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//!     }
 //! }
 //! assert_eq!(client.get("row:7").await?.as_deref(), Some(&b"x"[..]));
 //! # Ok::<(), zonecache_client::Error>(())

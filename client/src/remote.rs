@@ -15,7 +15,7 @@ use zonecache_proto::{Command, Response};
 
 use crate::addr::NodeAddr;
 use crate::conn::Connection;
-use crate::error::Error;
+use crate::error::{Error, MARKED_DOWN};
 use crate::health::Health;
 use crate::lane::Lane;
 use crate::route::Transport;
@@ -62,6 +62,9 @@ impl Default for NodeOptions {
         }
     }
 }
+
+/// How long a check that a node's port refuses connections may take.
+const REFUSAL_PROBE: Duration = Duration::from_millis(50);
 
 /// Microseconds since this process first asked (never 0): the clock of [`Health`].
 fn now_us() -> u64 {
@@ -222,7 +225,7 @@ impl RemoteNode {
         if self.is_down() {
             self.probe_if_due();
             return Err(Error::Connection(format!(
-                "{} is marked down",
+                "{} {MARKED_DOWN}",
                 self.config.id
             )));
         }
@@ -345,6 +348,10 @@ impl Transport for RemoteNodes {
             Some(n) => n.call(cmd, lane, deadline).await,
             None => Err(Error::Connection(format!("unknown node {}", node.id))),
         }
+    }
+
+    async fn refuses(&self, node: &NodeConfig) -> bool {
+        node.addr.refuses(REFUSAL_PROBE).await
     }
 }
 

@@ -19,11 +19,15 @@ pub mod drain;
 #[cfg(not(loom))]
 pub mod exec;
 #[cfg(not(loom))]
+pub mod local;
+#[cfg(not(loom))]
 pub mod net;
 #[cfg(not(loom))]
 pub mod node;
 #[cfg(not(loom))]
 pub mod probe;
+#[cfg(not(loom))]
+pub mod roll;
 #[cfg(loom)]
 #[allow(dead_code)]
 #[path = "cluster/stalls.rs"]

@@ -60,6 +60,14 @@ pub trait Transport: Clone + Send + Sync + 'static {
         lane: Lane,
         deadline: Duration,
     ) -> impl Future<Output = Result<Response, Error>> + Send;
+
+    /// Whether `node`'s port refuses connections right now: no process
+    /// serves there, so a copy it missed cannot be read from it (a node
+    /// marked down is not called, so its failed copy says nothing of that).
+    fn refuses(&self, node: &NodeConfig) -> impl Future<Output = bool> + Send {
+        let _ = node;
+        std::future::ready(false)
+    }
 }
 
 /// Per-zone counters (`stats zones`, the client's stats).

@@ -20,6 +20,10 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::NodeConfig;
 
+/// How often a fence checks whether a node that missed a write refuses
+/// connections (it died, or is stopping) while it waits.
+const KNOCK_EVERY: Duration = Duration::from_millis(20);
+
 impl Router {
     /// Sends `cmd` to the key's owner in every zone and answers (with the
     /// home zone's reply when it has one) once every zone has acknowledged
@@ -136,9 +140,18 @@ impl Router {
                 return true;
             }
             let mut others_asked = false;
+            let mut next_knock = Instant::now();
             loop {
                 if !self.hints.is_behind(node) {
                     return true;
+                }
+                // A node that stopped (or is stopping: its listener closes
+                // with its connections) refuses connections.
+                if Instant::now() >= next_knock {
+                    if t.refuses(node).await {
+                        return true;
+                    }
+                    next_knock = Instant::now() + KNOCK_EVERY;
                 }
                 match self.grants.fenced(&node.id) {
                     Fence::Said => return true,

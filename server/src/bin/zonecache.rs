@@ -6,11 +6,12 @@
 //! `ready`/`leave` are a node's readiness probe and preStop hook.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use zonecache_client::{ClusterConfig, NodeConfig, WritePolicy};
+use zonecache_client::{ClusterConfig, WritePolicy};
+use zonecache_server::local::{spawn, wait_listening, LocalNode, LocalState};
 
 #[derive(Parser)]
 #[command(name = "zonecache", about = "Operate a zonecache cluster")]
@@ -79,6 +80,29 @@ enum Cmd {
         interval_ms: u64,
         #[command(flatten)]
         nodes: NodesArgs,
+    },
+    /// Restart every node of a `zonecache local` cluster in turn, empty —
+    /// one node first, then zone by zone — each warmed before the next;
+    /// stops on its own when its probe client sees errors or a slow p99.
+    Roll {
+        /// The cluster's config directory (`zonecache local --config-dir`).
+        #[arg(long)]
+        config_dir: PathBuf,
+        /// Probe errors allowed per restarted node.
+        #[arg(long, default_value_t = 0)]
+        max_errors: u64,
+        /// Probe p99 allowed per restarted node (milliseconds).
+        #[arg(long, default_value_t = 100)]
+        max_p99_ms: u64,
+        /// Milliseconds between telling a node it leaves and stopping it.
+        #[arg(long, default_value_t = 500)]
+        grace_ms: u64,
+        /// Longest wait for a restarted node to be ready (seconds).
+        #[arg(long, default_value_t = 300)]
+        ready_timeout_s: u64,
+        /// Probe requests per second (0: no probe).
+        #[arg(long, default_value_t = 200)]
+        probe_rate: u32,
     },
     /// Exit 0 when the node is ready for clients (answers, not warming,
     /// serves reads, not leaving), 1 otherwise: a readiness probe.
@@ -161,6 +185,29 @@ fn main() -> std::process::ExitCode {
             nodes,
         } => return drain(nodes, &zone, to, step, Duration::from_millis(interval_ms)),
         Cmd::Undrain { zone, nodes } => return drain(nodes, &zone, 0, 100, Duration::ZERO),
+        Cmd::Roll {
+            config_dir,
+            max_errors,
+            max_p99_ms,
+            grace_ms,
+            ready_timeout_s,
+            probe_rate,
+        } => {
+            let opts = zonecache_server::roll::RollOptions {
+                max_errors,
+                max_p99: Duration::from_millis(max_p99_ms),
+                grace: Duration::from_millis(grace_ms),
+                ready_within: Duration::from_secs(ready_timeout_s),
+                probe_rate,
+            };
+            return match zonecache_server::roll::roll(&config_dir, &opts) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("zonecache: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::Ready { addr } => return probe(&addr, zonecache_server::probe::ready),
         Cmd::Leave { addr, grace_ms } => {
             let grace = Duration::from_millis(grace_ms);
@@ -281,85 +328,80 @@ fn local(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     // Every node is this same binary running `zonecache node`.
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut children: Vec<(NodeConfig, Child)> = Vec::new();
-    for node in config.zones.iter().flat_map(|z| &z.nodes) {
-        let path = dir.join(format!("{}.toml", node.id));
-        std::fs::write(&path, config.file_for(&node.id)).map_err(|e| e.to_string())?;
-        let batch_port = node
-            .batch_addr
-            .as_ref()
-            .expect("local nodes have a batch port")
-            .port();
-        let child = Command::new(&binary)
-            .args([
-                "node",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &node.addr.port().to_string(),
-            ])
-            .args(["--batch-port", &batch_port.to_string()])
-            .args(["-m", &memory.to_string(), "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", node.id))?;
-        children.push((node.clone(), child));
-    }
-    // Wait until every node listens (bounded), then report.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut failed = None;
-    'nodes: for (node, child) in &mut children {
-        let addr = node
-            .addr
-            .socket_addr()
-            .expect("local nodes are on loopback");
-        while std::net::TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-                failed = Some(format!(
-                    "node {} did not start on {} (port taken? try --base-port)",
-                    node.id, node.addr
-                ));
-                break 'nodes;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    let mut state = LocalState {
+        binary,
+        nodes: Vec::new(),
+    };
+    let mut children: Vec<Child> = Vec::new();
+    for zone in &config.zones {
+        for node in &zone.nodes {
+            let path = dir.join(format!("{}.toml", node.id));
+            std::fs::write(&path, config.file_for(&node.id)).map_err(|e| e.to_string())?;
+            let mut local = LocalNode {
+                id: node.id.clone(),
+                zone: zone.name.clone(),
+                port: node.addr.port(),
+                batch_port: node
+                    .batch_addr
+                    .as_ref()
+                    .expect("local nodes have a batch port")
+                    .port(),
+                memory_mb: memory,
+                config: path,
+                pid: 0,
+            };
+            let child = spawn(&state.binary, &local, None)?;
+            local.pid = child.id();
+            state.nodes.push(local);
+            children.push(child);
         }
     }
-    if let Some(e) = failed {
-        stop(&mut children);
+    // Wait until every node listens (bounded), then report.
+    let failed = state
+        .nodes
+        .iter()
+        .zip(children.iter_mut())
+        .find_map(|(node, child)| {
+            (!wait_listening(node, child, Duration::from_secs(20))).then(|| {
+                format!(
+                    "node {} did not start on 127.0.0.1:{} (port taken? try --base-port)",
+                    node.id, node.port
+                )
+            })
+        });
+    if let Some(e) = failed.or_else(|| state.save(&dir).err()) {
+        stop_all(&dir, &state, &mut children);
         return Err(e);
     }
     println!("zone  node  address          batch port  pid");
-    for zone in &config.zones {
-        for node in &zone.nodes {
-            let (_, child) = children
-                .iter()
-                .find(|(n, _)| n.id == node.id)
-                .expect("started");
-            println!(
-                "{:<5} {:<5} {:<16} {:<11} {}",
-                zone.name,
-                node.id,
-                node.addr,
-                node.batch_addr.as_ref().map_or(0, |a| a.port()),
-                child.id()
-            );
-        }
+    for n in &state.nodes {
+        println!(
+            "{:<5} {:<5} {:<16} {:<11} {}",
+            n.zone,
+            n.id,
+            format!("127.0.0.1:{}", n.port),
+            n.batch_port,
+            n.pid
+        );
     }
     println!("configs in {}; Ctrl-C stops every node", dir.display());
     wait_for_ctrl_c();
-    stop(&mut children);
-    println!("stopped {} nodes", children.len());
+    stop_all(&dir, &state, &mut children);
+    println!("stopped {} nodes", state.nodes.len());
     Ok(())
 }
 
-fn stop(children: &mut [(NodeConfig, Child)]) {
-    for (_, c) in children.iter_mut() {
-        // SIGTERM for a graceful stop, then wait.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+/// Stops every node: the processes the state file names now (`zonecache
+/// roll` may have replaced some), and this tool's own children.
+fn stop_all(dir: &std::path::Path, started: &LocalState, children: &mut [Child]) {
+    let current = LocalState::load(dir).unwrap_or_else(|_| started.clone());
+    let mine: Vec<u32> = children.iter().map(Child::id).collect();
+    for node in current.nodes.iter().filter(|n| !mine.contains(&n.pid)) {
+        zonecache_server::local::stop(node.pid, None, Duration::from_secs(10));
     }
-    for (_, c) in children.iter_mut() {
-        let _ = c.wait();
+    for child in children.iter_mut() {
+        let pid = child.id();
+        zonecache_server::local::stop(pid, Some(child), Duration::from_secs(10));
     }
 }
 

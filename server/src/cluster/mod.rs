@@ -143,6 +143,10 @@ struct LocalHop {
 }
 
 impl Transport for LocalHop {
+    async fn refuses(&self, node: &NodeConfig) -> bool {
+        *node.id != *self.me && self.peers.refuses(node).await
+    }
+
     async fn call(
         &self,
         node: &NodeConfig,

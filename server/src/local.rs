@@ -1,0 +1,132 @@
+//! The cluster `zonecache local` runs on loopback: how one of its node
+//! processes starts, and the state file (`local.json` beside the configs)
+//! naming the process that runs each node now. `zonecache roll` restarts
+//! nodes one by one and records their new processes there; `local` stops
+//! whatever processes the file names when it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// One node of a local cluster and the process running it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub id: String,
+    pub zone: String,
+    pub port: u16,
+    pub batch_port: u16,
+    pub memory_mb: usize,
+    /// Its config file.
+    pub config: PathBuf,
+    pub pid: u32,
+}
+
+/// The state file's contents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalState {
+    /// The `zonecache` binary that runs nodes (`zonecache node …`).
+    pub binary: PathBuf,
+    /// In zone order.
+    pub nodes: Vec<LocalNode>,
+}
+
+impl LocalState {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("local.json")
+    }
+
+    /// Reads the state of the local cluster whose configs are in `dir`.
+    pub fn load(dir: &Path) -> Result<LocalState, String> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: {e} (is this the --config-dir of a running `zonecache local`?)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes it (whole, by rename, so a reader never sees half).
+    pub fn save(&self, dir: &Path) -> Result<(), String> {
+        let path = Self::path(dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("plain data");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Starts the process of `node` (its pid is the child's); its output goes
+/// to `log`, or where this process's goes.
+pub fn spawn(binary: &Path, node: &LocalNode, log: Option<&Path>) -> Result<Child, String> {
+    let mut command = Command::new(binary);
+    command
+        .args(["node", "-l", "127.0.0.1", "-p", &node.port.to_string()])
+        .args(["--batch-port", &node.batch_port.to_string()])
+        .args(["-m", &node.memory_mb.to_string(), "--config"])
+        .arg(&node.config)
+        .stdin(Stdio::null());
+    if let Some(path) = log {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        command.stdout(file).stderr(err);
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", node.id))
+}
+
+/// Waits (bounded) until `node` accepts connections; false when it did not
+/// in `within` or its process `child` ended.
+pub fn wait_listening(node: &LocalNode, child: &mut Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Whether process `pid` still runs (an exited process its parent has not
+/// reaped yet — a zombie — does not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGTERM to `pid` and waits (bounded) for it to end, then SIGKILL.
+/// `child`, when this process started it, is reaped.
+pub fn stop(pid: u32, child: Option<&mut Child>, within: Duration) {
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + within;
+    match child {
+        Some(c) => {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        None => {
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
