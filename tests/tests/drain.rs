@@ -145,3 +145,57 @@ fn a_drain_moves_reads_by_key_and_never_needs_the_drained_zone() {
     read_all(&cluster, "c2");
     assert_eq!(hits_in(&cluster, "c") - before, KEYS as u64);
 }
+
+#[test]
+fn a_direct_mode_client_follows_a_drain_without_a_restart() {
+    let cluster = TestCluster::start(3, 1, "all-minus-one", "");
+    let config = cluster.config_path("a1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = zonecache_client::Client::builder_file(&config)
+            .home_zone("a")
+            .build()
+            .unwrap();
+        for i in 0..KEYS {
+            client
+                .set(format!("k{i}"), format!("v{i}"), Default::default())
+                .await
+                .unwrap();
+        }
+        let read_all = || async {
+            for i in 0..KEYS {
+                let got = client.get(format!("k{i}")).await.unwrap();
+                assert_eq!(got.as_deref(), Some(format!("v{i}").as_bytes()));
+            }
+        };
+        let before = hits_in(&cluster, "a");
+        read_all().await;
+        assert_eq!(
+            hits_in(&cluster, "a") - before,
+            KEYS as u64,
+            "home zone a serves"
+        );
+        let (code, out) = zonecache(&[
+            "drain",
+            "a",
+            "--to",
+            "100",
+            "--step",
+            "100",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        // The client reads the weights every second.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = hits_in(&cluster, "a");
+            read_all().await;
+            if hits_in(&cluster, "a") == before {
+                break;
+            }
+            assert!(Instant::now() < until, "the client still reads zone a");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}

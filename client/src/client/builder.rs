@@ -137,14 +137,23 @@ impl ClientBuilder {
         // it, not route it again.
         options.hello = (self.mode == Mode::Direct).then_some(Command::PeerHello);
         let nodes = RemoteNodes::new(topology.nodes(), &options, None);
+        let zones = topology.zones.len();
+        let inner = Arc::new(Inner {
+            nodes,
+            router: Router::new(topology, rand::random(), Box::new(|| 0)),
+            mode: self.mode,
+            stats: Counters::default(),
+            in_flight: [Mutex::default(), Mutex::default()],
+        });
+        // A direct-mode client routes its own reads: it follows the zones'
+        // drain weights (in front mode the nodes do).
+        if self.mode == Mode::Direct && zones > 1 {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(super::follow::follow_drains(Arc::downgrade(&inner)));
+            }
+        }
         Ok(Client {
-            inner: Arc::new(Inner {
-                nodes,
-                router: Router::new(topology, rand::random(), Box::new(|| 0)),
-                mode: self.mode,
-                stats: Counters::default(),
-                in_flight: [Mutex::default(), Mutex::default()],
-            }),
+            inner,
             lane: Lane::Realtime,
         })
     }

@@ -3,6 +3,7 @@
 //! (`write.rs`). Routing itself is the shared router's (`crate::route`).
 
 mod builder;
+mod follow;
 mod read;
 mod write;
 
