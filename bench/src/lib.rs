@@ -9,6 +9,7 @@
 
 pub mod client_scenarios;
 pub mod cluster;
+pub mod drain;
 pub mod load;
 pub mod procs;
 pub mod report;

@@ -84,6 +84,22 @@ enum Cmd {
         #[arg(long, default_value_t = 2000.0)]
         hung_rate: f64,
     },
+    /// Zone c of a 3 × 2 cluster drained 0 → 100 % → 0 % in 1-point steps
+    /// under steady reads through every zone: per-zone read share per
+    /// second against the weight, p99, errors, time to 100 %.
+    Drain {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Reads per second through each zone's front.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Milliseconds between steps.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Seconds of steady state before and after.
+        #[arg(long, default_value_t = 5)]
+        steady_seconds: u64,
+    },
     /// A node of a 3 × 2 cluster restarted empty under load: warm-up from
     /// another zone vs refill by read repair (time to 95 % of its keys,
     /// clients' p99, errors and hit ratio per second).
@@ -403,6 +419,20 @@ fn main() -> std::process::ExitCode {
                 &cli.out,
             )
         }
+        Cmd::Drain {
+            keys,
+            rate,
+            interval_ms,
+            steady_seconds,
+        } => zonecache_bench::drain::drain(
+            &zonecache_bench::drain::DrainOptions {
+                keys,
+                rate_per_front: rate,
+                interval_ms,
+                steady_seconds,
+            },
+            &cli.out,
+        ),
         Cmd::Warm {
             memory,
             keys,
