@@ -95,7 +95,14 @@ pub fn drain(opts: &DrainOptions, out_dir: &Path) -> Result<(), String> {
                 (stop.clone(), windows.clone(), workload.clone(), *front);
             let rate = opts.rate_per_front;
             std::thread::spawn(move || {
+                let mut seed = u64::from(front.port()) << 32;
                 while !stop.load(Ordering::Relaxed) {
+                    // Each second draws other keys (a run's keys follow its seed).
+                    seed += 1;
+                    let workload = Workload {
+                        seed,
+                        ..workload.clone()
+                    };
                     let run = load::run(
                         &workload,
                         &LoadSpec {

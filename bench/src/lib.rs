@@ -13,6 +13,7 @@ pub mod drain;
 pub mod load;
 pub mod procs;
 pub mod report;
+pub mod roll;
 pub mod scenarios;
 pub mod warm;
 pub mod workload;

@@ -100,6 +100,18 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         steady_seconds: u64,
     },
+    /// `zonecache roll` of a 3 × 2 cluster under steady direct-mode client
+    /// load: hit-ratio dip, p99, errors, roll time.
+    Roll {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Client requests per second.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Seconds of steady state before and after.
+        #[arg(long, default_value_t = 5)]
+        steady_seconds: u64,
+    },
     /// A node of a 3 × 2 cluster restarted empty under load: warm-up from
     /// another zone vs refill by read repair (time to 95 % of its keys,
     /// clients' p99, errors and hit ratio per second).
@@ -429,6 +441,18 @@ fn main() -> std::process::ExitCode {
                 keys,
                 rate_per_front: rate,
                 interval_ms,
+                steady_seconds,
+            },
+            &cli.out,
+        ),
+        Cmd::Roll {
+            keys,
+            rate,
+            steady_seconds,
+        } => zonecache_bench::roll::roll(
+            &zonecache_bench::roll::RollOptions {
+                keys,
+                rate,
                 steady_seconds,
             },
             &cli.out,

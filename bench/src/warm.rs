@@ -133,7 +133,14 @@ fn run_mode(opts: &WarmOptions, warm: bool) -> Result<ModeRun, String> {
     let owned = (0..opts.keys)
         .filter(|i| ring.owner(&key_name(*i, workload.key_size)) == Some(0))
         .count() as f64;
+    // Each second draws other keys (a run's keys follow its seed).
+    let seed = std::cell::Cell::new(1u64);
     let second = |target: SocketAddr| {
+        seed.set(seed.get() + 1);
+        let workload = Workload {
+            seed: seed.get(),
+            ..workload.clone()
+        };
         load::run(
             &workload,
             &LoadSpec {

@@ -171,20 +171,24 @@ impl RemoteNode {
             return;
         }
         let node = self.clone();
-        tokio::spawn(async move {
-            let ok = match node.connection(Lane::Realtime, PROBE_DEADLINE).await {
-                Ok(c) => c.call(&Command::MetaNoop, PROBE_DEADLINE).await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                node.failures.store(0, Ordering::Relaxed);
-                node.strikes.store(0, Ordering::Relaxed);
-                node.health.mark_up();
-                tracing::info!(node = %node.config.id, "node answered its probe: back in use");
-            } else {
-                node.mark_down().await;
-            }
-        });
+        tokio::spawn(async move { node.probe(PROBE_DEADLINE).await });
+    }
+
+    /// Asks the node for `mn`: back in use when it answers, marked down
+    /// again (longer back-off) when not.
+    async fn probe(&self, deadline: Duration) {
+        let ok = match self.connection(Lane::Realtime, deadline).await {
+            Ok(c) => c.call(&Command::MetaNoop, deadline).await.is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            self.strikes.store(0, Ordering::Relaxed);
+            self.health.mark_up();
+            tracing::info!(node = %self.config.id, "node answered its probe: back in use");
+        } else {
+            self.mark_down().await;
+        }
     }
 
     async fn connection(&self, lane: Lane, deadline: Duration) -> Result<Connection, Error> {
@@ -352,6 +356,12 @@ impl Transport for RemoteNodes {
 
     async fn refuses(&self, node: &NodeConfig) -> bool {
         node.addr.refuses(REFUSAL_PROBE).await
+    }
+
+    async fn revive(&self, node: &NodeConfig, deadline: Duration) {
+        if let Some(n) = self.nodes.get(&node.id).filter(|n| n.is_down()) {
+            n.probe(deadline.min(PROBE_DEADLINE)).await;
+        }
     }
 }
 

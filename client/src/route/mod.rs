@@ -68,6 +68,14 @@ pub trait Transport: Clone + Send + Sync + 'static {
         let _ = node;
         std::future::ready(false)
     }
+
+    /// If `node` is marked down, probes it now (within `deadline`) and
+    /// puts it back in use when it answers: a caller that must reach it
+    /// soon (to give it a write it missed) does not wait out the back-off.
+    fn revive(&self, node: &NodeConfig, deadline: Duration) -> impl Future<Output = ()> + Send {
+        let _ = (node, deadline);
+        std::future::ready(())
+    }
 }
 
 /// Per-zone counters (`stats zones`, the client's stats).

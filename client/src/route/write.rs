@@ -146,10 +146,19 @@ impl Router {
                     return true;
                 }
                 // A node that stopped (or is stopping: its listener closes
-                // with its connections) refuses connections.
+                // with its connections) refuses connections. One that
+                // accepts again may be a new process (restarted): give it
+                // the write now, which it can only serve from then on.
                 if Instant::now() >= next_knock {
                     if t.refuses(node).await {
                         return true;
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        t.revive(node, left).await;
+                        if self.hints.replay(t, &node.id, left).await {
+                            return true;
+                        }
                     }
                     next_knock = Instant::now() + KNOCK_EVERY;
                 }

@@ -147,6 +147,12 @@ impl Transport for LocalHop {
         *node.id != *self.me && self.peers.refuses(node).await
     }
 
+    async fn revive(&self, node: &NodeConfig, deadline: Duration) {
+        if *node.id != *self.me {
+            self.peers.revive(node, deadline).await;
+        }
+    }
+
     async fn call(
         &self,
         node: &NodeConfig,
