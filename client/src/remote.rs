@@ -171,12 +171,13 @@ impl RemoteNode {
             return;
         }
         let node = self.clone();
-        tokio::spawn(async move { node.probe(PROBE_DEADLINE).await });
+        tokio::spawn(async move { node.probe(PROBE_DEADLINE, true).await });
     }
 
-    /// Asks the node for `mn`: back in use when it answers, marked down
-    /// again (longer back-off) when not.
-    async fn probe(&self, deadline: Duration) {
+    /// Asks the node for `mn`: back in use when it answers; when not, and
+    /// `due` (its back-off was over), marked down again for longer. An
+    /// early probe that fails changes nothing.
+    async fn probe(&self, deadline: Duration, due: bool) {
         let ok = match self.connection(Lane::Realtime, deadline).await {
             Ok(c) => c.call(&Command::MetaNoop, deadline).await.is_ok(),
             Err(_) => false,
@@ -186,7 +187,7 @@ impl RemoteNode {
             self.strikes.store(0, Ordering::Relaxed);
             self.health.mark_up();
             tracing::info!(node = %self.config.id, "node answered its probe: back in use");
-        } else {
+        } else if due {
             self.mark_down().await;
         }
     }
@@ -360,7 +361,7 @@ impl Transport for RemoteNodes {
 
     async fn revive(&self, node: &NodeConfig, deadline: Duration) {
         if let Some(n) = self.nodes.get(&node.id).filter(|n| n.is_down()) {
-            n.probe(deadline.min(PROBE_DEADLINE)).await;
+            n.probe(deadline.min(PROBE_DEADLINE), false).await;
         }
     }
 }

@@ -146,17 +146,18 @@ impl Router {
                     return true;
                 }
                 // A node that stopped (or is stopping: its listener closes
-                // with its connections) refuses connections. One that
-                // accepts again may be a new process (restarted): give it
-                // the write now, which it can only serve from then on.
+                // with its connections) refuses connections. One whose
+                // connection failed and that accepts again may be a new
+                // process (restarted): give it the write now, which it can
+                // only serve from then on. (A hung node's copy timed out
+                // instead; the grants below decide for it.)
                 if Instant::now() >= next_knock {
                     if t.refuses(node).await {
                         return true;
                     }
-                    let left = until.saturating_duration_since(Instant::now());
-                    if !left.is_zero() {
-                        t.revive(node, left).await;
-                        if self.hints.replay(t, &node.id, left).await {
+                    if matches!(e, Error::Connection(_)) {
+                        t.revive(node, KNOCK_EVERY).await;
+                        if self.hints.replay(t, &node.id, KNOCK_EVERY).await {
                             return true;
                         }
                     }

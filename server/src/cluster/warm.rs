@@ -235,10 +235,17 @@ struct Warmer {
     pace: Pace,
 }
 
+/// Copies in flight: each ends with its part, its source and how it ended.
+type Copies = JoinSet<(Part, NodeConfig, Copied)>;
+
+/// Rounds of copying again the parts a flush wiped before giving up.
+const MAX_ROUNDS: usize = 3;
+
 /// How copying one part from one source ended.
 enum Copied {
-    /// The source's walk is complete.
-    Whole,
+    /// The source's walk is complete; it started (or last restarted)
+    /// when the store had seen `since` flushes.
+    Whole { since: u64 },
     /// The source failed for [`GIVE_UP`]; `ppm` had been accounted.
     GaveUp { ppm: i64 },
 }
@@ -274,15 +281,38 @@ impl Cluster {
         });
         let mut tasks = JoinSet::new();
         warmer.spread(root, &mut tasks);
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((part, source, copied)) = joined else {
-                continue;
-            };
-            if let Copied::GaveUp { ppm } = copied {
-                warm.sources_failed.fetch_add(1, Ordering::Relaxed);
-                warm.advance(-ppm);
-                tracing::warn!(source = %source, "warm-up: source given up on; copying its part from another zone");
-                warmer.spread(part, &mut tasks);
+        // Parts copied whole, kept until the end: a flush after one was
+        // copied (a lease cold flush) wipes it, so it is copied again.
+        let mut whole: Vec<(Part, NodeConfig, u64)> = Vec::new();
+        for _round in 0..MAX_ROUNDS {
+            while let Some(joined) = tasks.join_next().await {
+                let Ok((part, source, copied)) = joined else {
+                    continue;
+                };
+                match copied {
+                    Copied::Whole { since } => whole.push((part, source, since)),
+                    Copied::GaveUp { ppm } => {
+                        warm.sources_failed.fetch_add(1, Ordering::Relaxed);
+                        warm.advance(-ppm);
+                        tracing::warn!(source = %source.id, "warm-up: source given up on; copying its part from another zone");
+                        warmer.spread(part, &mut tasks);
+                    }
+                }
+            }
+            let now = warmer.exec.storage.flushes();
+            let (wiped, kept): (Vec<_>, Vec<_>) =
+                whole.into_iter().partition(|(_, _, since)| *since != now);
+            whole = kept;
+            if wiped.is_empty() {
+                break;
+            }
+            tracing::info!(
+                parts = wiped.len(),
+                "warm-up: flushed meanwhile; copying those parts again"
+            );
+            for (part, source, _) in wiped {
+                warm.advance(-(part.weight as i64));
+                warmer.spawn_copy(source, part, &mut tasks);
             }
         }
         warm.done_ms.store(warm.elapsed_ms(), Ordering::Relaxed);
@@ -301,7 +331,7 @@ impl Cluster {
 impl Warmer {
     /// Starts copying `part` from every node of the first zone not yet in
     /// its owners; with no zone left, accounts it as exhausted.
-    fn spread(self: &Arc<Self>, part: Part, tasks: &mut JoinSet<(Part, String, Copied)>) {
+    fn spread(self: &Arc<Self>, part: Part, tasks: &mut Copies) {
         let view = self.cluster.current();
         let drains = &view.router.drains;
         let mut zones: Vec<_> = view
@@ -330,13 +360,18 @@ impl Warmer {
                 owners,
                 weight: share,
             };
-            let (warmer, node) = (self.clone(), node.clone());
-            tasks.spawn(async move {
-                let copied = warmer.copy_from(&node, &sub).await;
-                // When given up on, `sub` goes on to the next zone.
-                (sub, node.id, copied)
-            });
+            self.spawn_copy(node.clone(), sub, tasks);
         }
+    }
+
+    /// Copies `part` from `source` on a task of its own.
+    fn spawn_copy(self: &Arc<Self>, source: NodeConfig, part: Part, tasks: &mut Copies) {
+        let warmer = self.clone();
+        tasks.spawn(async move {
+            let copied = warmer.copy_from(&source, &part).await;
+            // When given up on, `part` goes on to the next zone.
+            (part, source, copied)
+        });
     }
 
     /// Copies `part` from `source`, page by page, until its walk is done
@@ -349,6 +384,7 @@ impl Warmer {
             .collect();
         let mut cursor = 0;
         let mut accounted = 0i64;
+        let mut since = self.exec.storage.flushes();
         let mut failing_since: Option<Instant> = None;
         let mut backoff = BACKOFF;
         let count = match self.pace.rate {
@@ -397,6 +433,7 @@ impl Warmer {
                 tracing::info!(source = %source.id, "warm-up: flushed meanwhile; copying this part again");
                 self.warm.advance(-accounted);
                 (cursor, accounted) = (0, 0);
+                since = self.exec.storage.flushes();
                 continue;
             }
             self.apply(&page.items);
@@ -409,7 +446,7 @@ impl Warmer {
             accounted = target;
             match page.next {
                 Some(next) => cursor = next,
-                None => return Copied::Whole,
+                None => return Copied::Whole { since },
             }
         }
     }
