@@ -156,6 +156,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         .cluster
         .clone()
         .map(|c| tokio::spawn(c.warm_up(front.exec.clone())));
+    let drain_learner = front
+        .cluster
+        .clone()
+        .map(|c| tokio::spawn(c.learn_drains()));
     let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
@@ -165,7 +169,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let _ = sweeper.await;
     let _ = acceptor.await;
     reloader.abort();
-    for task in lease_asker.into_iter().chain(warmer) {
+    for task in lease_asker.into_iter().chain(warmer).chain(drain_learner) {
         task.abort();
     }
     for worker in workers {

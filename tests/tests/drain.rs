@@ -199,3 +199,30 @@ fn a_direct_mode_client_follows_a_drain_without_a_restart() {
         }
     });
 }
+
+#[test]
+fn a_node_that_missed_a_drain_learns_the_weight_from_its_peers_at_start() {
+    let mut cluster = TestCluster::start(3, 1, "all-minus-one", "");
+    let config = cluster.config_path("b1");
+    let (code, out) = zonecache(&[
+        "drain",
+        "c",
+        "--to",
+        "40",
+        "--step",
+        "40",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // a1 comes back without the weight it kept (as if it had been down).
+    let kept = format!("{}.drain", cluster.config_path("a1").display());
+    std::fs::remove_file(&kept).expect("a1 kept the weight");
+    cluster.restart("a1");
+    let until = Instant::now() + Duration::from_secs(10);
+    while drain_percent(&cluster, "a1", "c") != "40" {
+        assert!(Instant::now() < until, "a1 did not learn zone c's weight");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::path::Path::new(&kept).exists(), "and keeps it again");
+}

@@ -51,6 +51,57 @@ impl Drains {
     }
 }
 
+/// The zones' drain weights as the nodes have them: `stats zones` from one
+/// node per zone (the first that answers; never `skip`), each zone's weight
+/// taken from a node outside it when one answered, since a drain reaches
+/// the other zones first and the drained zone may be down. `None` when no
+/// node answered.
+pub async fn read_weights<T: super::Transport>(
+    t: &T,
+    topology: &crate::topology::Topology,
+    skip: Option<&str>,
+    deadline: std::time::Duration,
+) -> Option<BTreeMap<String, u8>> {
+    use zonecache_proto::{Command, Response};
+    let ask = Command::Stats {
+        args: vec![bytes::Bytes::from_static(b"zones")],
+    };
+    // zone -> (weight, said by a node outside it)
+    let mut weights: BTreeMap<String, (u8, bool)> = BTreeMap::new();
+    let mut heard = false;
+    for zone in &topology.zones {
+        for node in zone.nodes.iter().filter(|n| Some(n.id.as_str()) != skip) {
+            let Ok(Response::Stats(lines)) = t
+                .call(node, &ask, crate::lane::Lane::Realtime, deadline)
+                .await
+            else {
+                continue;
+            };
+            heard = true;
+            for (key, value) in &lines {
+                let key = String::from_utf8_lossy(key);
+                let (Some(drained), Some(percent)) = (
+                    key.strip_suffix(":drain_percent"),
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u8>().ok()),
+                ) else {
+                    continue;
+                };
+                let outside = drained != zone.name;
+                let entry = weights
+                    .entry(drained.to_string())
+                    .or_insert((percent, outside));
+                if outside && !entry.1 {
+                    *entry = (percent, true);
+                }
+            }
+            break;
+        }
+    }
+    heard.then(|| weights.into_iter().map(|(z, (p, _))| (z, p)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

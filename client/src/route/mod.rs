@@ -39,7 +39,7 @@ use crate::error::Error;
 use crate::lane::Lane;
 use crate::topology::{NodeConfig, Topology};
 
-pub use drain::Drains;
+pub use drain::{read_weights, Drains};
 pub use fence::{Fence, Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
 pub use hints::{HintStats, Hints};
 pub use plan::{plan, Route};

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zonecache_client::route::{CasClock, Transport, ASK_EVERY, SILENT};
+use zonecache_client::route::{read_weights, CasClock, Transport, ASK_EVERY, SILENT};
 use zonecache_client::{Error, Lane};
 use zonecache_proto::{Command, Response};
 
@@ -21,6 +21,8 @@ use crate::stats::ConnCounters;
 /// How long an ask may take; a later answer is no answer (the peer is
 /// silent, `lease.rs`).
 const ASK_DEADLINE: Duration = SILENT;
+/// How long a starting node keeps asking its peers for the drain weights.
+const LEARN_DRAINS_WITHIN: Duration = Duration::from_secs(10);
 
 /// What the node's command line says about its cluster, on top of the
 /// config file.
@@ -108,6 +110,34 @@ impl Cluster {
             drains.set(zone, percent as u8);
         }
         Ok(())
+    }
+
+    /// At start, in a multi-zone cluster: the drain weights as the other
+    /// nodes have them, which are newer than the kept ones when this node
+    /// was down during a drain. Asks until a peer answers (10 s at most).
+    pub async fn learn_drains(self: Arc<Self>) {
+        let until = Instant::now() + LEARN_DRAINS_WITHIN;
+        while Instant::now() < until {
+            let view = self.current();
+            if view.router.topology.zones.len() < 2 {
+                return;
+            }
+            let me = Some(view.me.id.as_str());
+            let topology = &view.router.topology;
+            if let Some(weights) = read_weights(&view.peers, topology, me, ASK_DEADLINE).await {
+                let drains = &view.router.drains;
+                let changed = weights.iter().any(|(z, p)| drains.get(z) != *p);
+                for (zone, percent) in weights {
+                    drains.set(&zone, percent);
+                }
+                if changed {
+                    tracing::info!("drain weights learned from peers");
+                    self.save_drains();
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Writes the drain weights beside the config (after a `zc_drain`).
