@@ -130,6 +130,19 @@ pub fn server_binary(name: &str) -> Result<PathBuf, String> {
         .clone()
 }
 
+/// Runs the operator tool, `zonecache <args>`: its exit code and what it
+/// printed (stdout, then stderr).
+pub fn zonecache_tool(args: &[&str]) -> (i32, String) {
+    let binary = server_binary("zonecache").unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .output()
+        .expect("zonecache runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().expect("exited"), text)
+}
+
 /// [`server_binary`] for `zonecached`, for tests (panics if it cannot be built).
 pub fn zonecached_binary() -> PathBuf {
     server_binary("zonecached").unwrap_or_else(|e| panic!("{e}"))

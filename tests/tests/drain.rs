@@ -3,24 +3,11 @@
 //! with the drained zone SIGSTOPped and no read fails, nodes keep the
 //! weight across a restart, and undrain gives the reads back at once.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zonecache_tests::{server_binary, TestCluster};
+use zonecache_tests::{zonecache_tool, TestCluster};
 
 const KEYS: usize = 300;
-
-/// Runs `zonecache <args>`: (exit code, stdout + stderr).
-fn zonecache(args: &[&str]) -> (i32, String) {
-    let binary = server_binary("zonecache").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(binary)
-        .args(args)
-        .output()
-        .expect("zonecache runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().expect("exited"), text)
-}
 
 /// Reads every key through `front`; each must be its own value.
 fn read_all(cluster: &TestCluster, front: &str) {
@@ -72,7 +59,7 @@ fn a_drain_moves_reads_by_key_and_never_needs_the_drained_zone() {
 
     // Half of zone c's reads move: c's fronts read about half the keys
     // from zone c, the rest from the other zones; every read still hits.
-    let (code, out) = zonecache(&[
+    let (code, out) = zonecache_tool(&[
         "drain",
         "c",
         "--to",
@@ -98,7 +85,7 @@ fn a_drain_moves_reads_by_key_and_never_needs_the_drained_zone() {
     for id in ["c1", "c2"] {
         cluster.node(id).server.signal(libc::SIGSTOP);
     }
-    let (code, out) = zonecache(&[
+    let (code, out) = zonecache_tool(&[
         "drain",
         "c",
         "--to",
@@ -125,7 +112,7 @@ fn a_drain_moves_reads_by_key_and_never_needs_the_drained_zone() {
     for id in ["c1", "c2"] {
         cluster.node(id).server.signal(libc::SIGCONT);
     }
-    let (code, out) = zonecache(&["undrain", "c", "--config", config]);
+    let (code, out) = zonecache_tool(&["undrain", "c", "--config", config]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(drain_percent(&cluster, "c1", "c"), "0");
     // Back from its stop, a node serves from its store once its peers
@@ -175,7 +162,7 @@ fn a_direct_mode_client_follows_a_drain_without_a_restart() {
             KEYS as u64,
             "home zone a serves"
         );
-        let (code, out) = zonecache(&[
+        let (code, out) = zonecache_tool(&[
             "drain",
             "a",
             "--to",
@@ -204,7 +191,7 @@ fn a_direct_mode_client_follows_a_drain_without_a_restart() {
 fn a_node_that_missed_a_drain_learns_the_weight_from_its_peers_at_start() {
     let mut cluster = TestCluster::start(3, 1, "all-minus-one", "");
     let config = cluster.config_path("b1");
-    let (code, out) = zonecache(&[
+    let (code, out) = zonecache_tool(&[
         "drain",
         "c",
         "--to",

@@ -2,22 +2,9 @@
 //! fails while a node warms and after it is told it is leaving; a leaving
 //! node's reads go to other zones at once, and writes go on.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zonecache_tests::{server_binary, TestCluster};
-
-/// Runs `zonecache <args>`: (exit code, output).
-fn zonecache(args: &[&str]) -> (i32, String) {
-    let binary = server_binary("zonecache").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(binary)
-        .args(args)
-        .output()
-        .expect("zonecache runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().expect("exited"), text)
-}
+use zonecache_tests::{zonecache_tool, TestCluster};
 
 fn addr(cluster: &TestCluster, id: &str) -> String {
     cluster.node(id).server.addr.to_string()
@@ -33,12 +20,12 @@ fn ready_fails_while_warming_and_passes_once_warm() {
     }
     // 600 keys at 100 a second: warming for about six seconds.
     cluster.restart_with("a1", &["--warm-rate", "100"]);
-    let (code, text) = zonecache(&["ready", &addr(&cluster, "a1")]);
+    let (code, text) = zonecache_tool(&["ready", &addr(&cluster, "a1")]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("is warming"), "{text}");
     let start = Instant::now();
     loop {
-        let (code, text) = zonecache(&["ready", &addr(&cluster, "a1")]);
+        let (code, text) = zonecache_tool(&["ready", &addr(&cluster, "a1")]);
         if code == 0 {
             break;
         }
@@ -52,7 +39,7 @@ fn ready_fails_while_warming_and_passes_once_warm() {
         .parse()
         .unwrap();
     assert!(copied >= 570, "ready at 95 %: {copied} of 600 copied");
-    let (code, text) = zonecache(&["ready", "127.0.0.1:1"]);
+    let (code, text) = zonecache_tool(&["ready", "127.0.0.1:1"]);
     assert_eq!(code, 1, "{text}");
 }
 
@@ -69,9 +56,9 @@ fn a_leaving_node_serves_no_reads_but_takes_writes() {
         let line = format!("set {k} 0 0 2\r\nv1\r\n");
         assert_eq!(front.request(line.as_bytes()), b"STORED\r\n");
     }
-    let (code, text) = zonecache(&["leave", &addr(&cluster, "a1"), "--grace-ms", "0"]);
+    let (code, text) = zonecache_tool(&["leave", &addr(&cluster, "a1"), "--grace-ms", "0"]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = zonecache(&["ready", &addr(&cluster, "a1")]);
+    let (code, text) = zonecache_tool(&["ready", &addr(&cluster, "a1")]);
     assert_eq!((code, text.contains("is leaving")), (1, true), "{text}");
     let hits_before = cluster.node("a1").server.connect().stat("get_hits");
     for k in &keys {

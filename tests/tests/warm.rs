@@ -5,10 +5,9 @@
 //! that does not answer has its part copied from a third zone.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zonecache_tests::{server_binary, Conn, TestCluster};
+use zonecache_tests::{zonecache_tool, Conn, TestCluster};
 
 const KEYS: usize = 2000;
 const DELETED: usize = 100;
@@ -159,15 +158,14 @@ fn a_restarted_node_copies_exactly_its_keys_from_another_zone() {
 
 /// Runs `zonecache status` on a config: (exit code, output).
 fn status(cluster: &TestCluster) -> (i32, String) {
-    let binary = server_binary("zonecache").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(binary)
-        .args(["status", "--sample-ms", "50", "--config"])
-        .arg(cluster.config_path("a1"))
-        .output()
-        .expect("zonecache runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().expect("exited"), text)
+    let config = cluster.config_path("a1");
+    zonecache_tool(&[
+        "status",
+        "--sample-ms",
+        "50",
+        "--config",
+        config.to_str().unwrap(),
+    ])
 }
 
 #[test]
