@@ -173,7 +173,6 @@ pub fn drain(opts: &DrainOptions, out_dir: &Path) -> Result<(), String> {
         sample(&mut seconds);
     }
     let (down_ok, down_took) = down.join().map_err(|_| "drain thread")?;
-    let drained = seconds.len();
     let up = drain_to(0);
     while !up.is_finished() {
         sample(&mut seconds);
@@ -251,7 +250,6 @@ pub fn drain(opts: &DrainOptions, out_dir: &Path) -> Result<(), String> {
         opts.interval_ms, opts.rate_per_front, opts.keys
     );
     table.print();
-    let _ = drained;
     let base = report::output_base(out_dir, "drain");
     let line = |f: &dyn Fn(&Second) -> f64| seconds.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
     let svg = report::plot_timelines(
