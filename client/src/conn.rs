@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +28,12 @@ struct Pending {
 /// request written after it would wait for a reply nobody reads.
 #[derive(Default)]
 struct Replies {
-    queue: VecDeque<oneshot::Sender<Result<Response, Error>>>,
-    closed: bool,
+    queue: Mutex<VecDeque<oneshot::Sender<Result<Response, Error>>>>,
+    /// Set under the queue's lock; read without it by `is_open` on every call.
+    closed: AtomicBool,
 }
 
-type Waiting = Arc<Mutex<Replies>>;
+type Waiting = Arc<Replies>;
 
 /// A pipelined connection. Cloning shares it.
 #[derive(Clone)]
@@ -96,7 +98,7 @@ impl Connection {
 
     /// Whether the connection still works (its tasks are running).
     pub fn is_open(&self) -> bool {
-        !self.queue.is_closed() && !self.waiting.lock().map_or(true, |w| w.closed)
+        !self.queue.is_closed() && !self.waiting.closed.load(Ordering::Acquire)
     }
 }
 
@@ -117,8 +119,10 @@ async fn write_loop(
             }
         }
         {
-            let Ok(mut w) = waiting.lock() else { return };
-            if w.closed {
+            let Ok(mut queue) = waiting.queue.lock() else {
+                return;
+            };
+            if waiting.closed.load(Ordering::Acquire) {
                 // The reader is gone: no reply would ever be read.
                 for p in batch {
                     let _ = p.reply.send(Err(closed("closed by the node")));
@@ -127,11 +131,11 @@ async fn write_loop(
             }
             for p in batch {
                 out.extend_from_slice(&p.bytes);
-                w.queue.push_back(p.reply);
+                queue.push_back(p.reply);
             }
         }
         if wr.write_all(&out).await.is_err() {
-            fail_all(&waiting, "write failed");
+            fail_all(&waiting, || closed("write failed"));
             return;
         }
     }
@@ -143,13 +147,13 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
         loop {
             match parse_response(&mut buf) {
                 Ok(Some(response)) => {
-                    let next = waiting.lock().ok().and_then(|mut w| w.queue.pop_front());
+                    let next = waiting.queue.lock().ok().and_then(|mut q| q.pop_front());
                     match next {
                         Some(reply) => {
                             let _ = reply.send(Ok(response));
                         }
                         None => {
-                            fail_all(&waiting, "reply without a request");
+                            fail_all(&waiting, || closed("reply without a request"));
                             return;
                         }
                     }
@@ -157,12 +161,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
                 Ok(None) => break,
                 Err(e) => {
                     let msg = e.to_string();
-                    if let Ok(mut w) = waiting.lock() {
-                        w.closed = true;
-                        for reply in w.queue.drain(..) {
-                            let _ = reply.send(Err(Error::Protocol(msg.clone())));
-                        }
-                    }
+                    fail_all(&waiting, || Error::Protocol(msg.clone()));
                     return;
                 }
             }
@@ -170,7 +169,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
         buf.reserve(16 * 1024);
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
-                fail_all(&waiting, "connection closed by the node");
+                fail_all(&waiting, || closed("connection closed by the node"));
                 return;
             }
             Ok(_) => {}
@@ -178,12 +177,13 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
     }
 }
 
-/// Fails every caller waiting and marks the connection closed.
-fn fail_all(waiting: &Waiting, why: &str) {
-    if let Ok(mut w) = waiting.lock() {
-        w.closed = true;
-        for reply in w.queue.drain(..) {
-            let _ = reply.send(Err(closed(why)));
+/// Fails every caller waiting with `error()` and marks the connection
+/// closed.
+fn fail_all(waiting: &Waiting, error: impl Fn() -> Error) {
+    if let Ok(mut queue) = waiting.queue.lock() {
+        waiting.closed.store(true, Ordering::Release);
+        for reply in queue.drain(..) {
+            let _ = reply.send(Err(error()));
         }
     }
 }
