@@ -13,6 +13,10 @@
 //!   ([`Client::batch`]). Lanes have their own connections, in-flight
 //!   budgets and deadlines per node, and batch calls go to the nodes' batch
 //!   ports, where they are served with what realtime leaves and shed first.
+//! - **Following.** A direct-mode client built from a config reads, every
+//!   second, the zones' drain weights and the membership from the nodes it
+//!   talks to, so a drain moves its reads and an added node gets its keys
+//!   without a restart.
 //! - **Coalescing.** A [`Scope`] ([`Client::scope`]) reads each key once and
 //!   batches the keys of one request per owner node; concurrent reads of a
 //!   key across scopes share one request (single-flight).

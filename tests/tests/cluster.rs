@@ -456,3 +456,45 @@ fn config_reload_adds_a_node_and_moves_about_one_in_n_plus_one_keys() {
         .count();
     assert_eq!(held, owned.len());
 }
+
+#[test]
+fn a_direct_mode_client_follows_a_node_added_to_the_cluster() {
+    let mut cluster = TestCluster::start(3, 1, "all-minus-one", "");
+    let config = cluster.config_path("a1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async {
+        zonecache_client::Client::builder_file(&config)
+            .home_zone("a")
+            .build()
+            .unwrap()
+    });
+    let added = cluster.add_node("a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.topology().zones[0].nodes.len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the client did not learn {added} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The new node gets its share of the keys from this client's writes.
+    let keys: Vec<String> = (0..200).map(|i| format!("grown{i}")).collect();
+    rt.block_on(async {
+        for k in &keys {
+            client.set(k, "v", Default::default()).await.unwrap();
+        }
+    });
+    let owned: Vec<&String> = keys
+        .iter()
+        .filter(|k| cluster.owner("a", k) == added)
+        .collect();
+    assert!(owned.len() > 40, "{} of 200 keys moved", owned.len());
+    for k in owned {
+        assert_eq!(
+            cluster.held(&added, k).map(|(v, _)| v).as_deref(),
+            Some("v"),
+            "{k} written by the client to {added}"
+        );
+    }
+    assert_eq!(client.stats().errors, 0);
+}

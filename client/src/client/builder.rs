@@ -10,11 +10,11 @@ use zonecache_proto::Command;
 
 use std::sync::Mutex;
 
+use super::view::{Basis, Views};
 use super::{Client, Counters, Inner, Mode};
 use crate::error::Error;
 use crate::lane::Lane;
-use crate::remote::{NodeOptions, RemoteNodes};
-use crate::route::Router;
+use crate::remote::NodeOptions;
 use crate::topology::{ClusterConfig, Overrides, Topology, WritePolicy};
 
 /// Where the topology comes from.
@@ -121,6 +121,8 @@ impl ClientBuilder {
 
     /// Checks the topology and makes the client; connections open on first use.
     pub fn build(self) -> Result<Client, Error> {
+        // A seed list may be stock memcached: nothing to follow.
+        let from_config = !matches!(self.source, Source::Seeds(_));
         let config = match self.source {
             Source::Config(c) => c,
             Source::File(path) => ClusterConfig::load(&path).map_err(Error::Config)?,
@@ -129,27 +131,32 @@ impl ClientBuilder {
             }
             Source::Seeds(addrs) => ClusterConfig::single_zone(&addrs),
         };
-        let mut topology =
-            Topology::from_config(config, self.home_zone.as_deref()).map_err(Error::Config)?;
-        self.overrides.apply(&mut topology);
+        let home = Topology::from_config(config.clone(), self.home_zone.as_deref())
+            .map_err(Error::Config)?
+            .zones[0]
+            .name
+            .clone();
         let mut options = self.options;
         // Direct mode writes each zone's copy itself: the node must apply
         // it, not route it again.
         options.hello = (self.mode == Mode::Direct).then_some(Command::PeerHello);
-        let nodes = RemoteNodes::new(topology.nodes(), &options, None);
-        let zones = topology.zones.len();
+        let basis = Basis {
+            config,
+            home,
+            overrides: self.overrides,
+            options,
+        };
         let inner = Arc::new(Inner {
-            nodes,
-            router: Router::new(topology, rand::random(), Box::new(|| 0)),
+            views: Views::new(basis, rand::random()).map_err(Error::Config)?,
             mode: self.mode,
             stats: Counters::default(),
             in_flight: [Mutex::default(), Mutex::default()],
         });
-        // A direct-mode client routes its own reads: it follows the zones'
-        // drain weights (in front mode the nodes do).
-        if self.mode == Mode::Direct && zones > 1 {
+        // A direct-mode client routes by itself: it follows the zones'
+        // drain weights and membership (in front mode the nodes do).
+        if self.mode == Mode::Direct && from_config {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(super::follow::follow_drains(Arc::downgrade(&inner)));
+                runtime.spawn(super::follow::follow_cluster(Arc::downgrade(&inner)));
             }
         }
         Ok(Client {

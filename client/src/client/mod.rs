@@ -5,6 +5,7 @@
 mod builder;
 mod follow;
 mod read;
+mod view;
 mod write;
 
 use std::collections::HashMap;
@@ -18,8 +19,6 @@ use zonecache_proto::{Response, KEY_MAX_LENGTH};
 
 use crate::error::Error;
 use crate::lane::Lane;
-use crate::remote::RemoteNodes;
-use crate::route::Router;
 use crate::scope::Scope;
 use crate::topology::Topology;
 
@@ -108,8 +107,8 @@ pub struct ClientStats {
 }
 
 struct Inner {
-    nodes: RemoteNodes,
-    router: Router,
+    /// The router and pools of the current topology.
+    views: view::Views,
     mode: Mode,
     stats: Counters,
     /// Single-flight tables, per lane (realtime, batch): a realtime read
@@ -197,9 +196,10 @@ impl Client {
         self.lane
     }
 
-    /// The topology the client routes by.
-    pub fn topology(&self) -> &Topology {
-        &self.inner.router.topology
+    /// The topology the client routes by now (a direct-mode client follows
+    /// the nodes' membership, so a later call may see another).
+    pub fn topology(&self) -> Topology {
+        self.inner.views.current().router.topology.clone()
     }
 
     /// A request scope: lookups made through it are deduplicated and
@@ -217,6 +217,8 @@ impl Client {
             misses: ld(&s.misses),
             fallbacks: self
                 .inner
+                .views
+                .current()
                 .router
                 .zone_stats
                 .iter()

@@ -122,10 +122,8 @@ impl Client {
         async move {
             let (values, mut failed) = match inner.mode {
                 Mode::Direct => {
-                    let found = inner
-                        .router
-                        .multi_get(&inner.nodes, &keys, touch, lane)
-                        .await;
+                    let view = inner.views.current();
+                    let found = view.router.multi_get(&view.nodes, &keys, touch, lane).await;
                     let span = tracing::Span::current();
                     span.record("zones_tried", found.zones_tried);
                     span.record("fallback", found.zones_tried > 1);
@@ -183,7 +181,8 @@ impl Client {
         keys: &[Bytes],
         touch: Option<i32>,
     ) -> (HashMap<Bytes, Value>, HashMap<Bytes, Error>) {
-        let home = &self.inner.router.topology.zones[0];
+        let view = self.inner.views.current();
+        let home = &view.router.topology.zones[0];
         let mut groups: HashMap<usize, Vec<Bytes>> = HashMap::new();
         for k in keys {
             groups

@@ -19,7 +19,8 @@ impl Client {
         cmd: &Command,
         kind: Kind,
     ) -> Result<Response, Error> {
-        let router = &self.inner.router;
+        let view = self.inner.views.current();
+        let router = &view.router;
         let home = &router.topology.zones[0];
         // The front tries each zone within its own deadline.
         let deadline = router.deadline(self.lane, kind) * (router.topology.zones.len() as u32 + 1);
@@ -27,7 +28,7 @@ impl Client {
         let mut last = Err(Error::Connection("no front reachable".into()));
         for i in 0..home.nodes.len().min(3) {
             let node = &home.nodes[(first + i) % home.nodes.len()];
-            last = self.inner.nodes.call(node, cmd, self.lane, deadline).await;
+            last = view.nodes.call(node, cmd, self.lane, deadline).await;
             match &last {
                 Err(e) if e.is_unanswered() => continue,
                 _ => break,
@@ -49,7 +50,10 @@ impl Client {
         async move {
             let result = match inner.mode {
                 Mode::Front => self.through_front(key, &cmd, Kind::Write).await,
-                Mode::Direct => inner.router.run(&inner.nodes, cmd, lane).await,
+                Mode::Direct => {
+                    let view = inner.views.current();
+                    view.router.run(&view.nodes, cmd, lane).await
+                }
             };
             match &result {
                 Ok(_) => tracing::Span::current().record("outcome", "ok"),

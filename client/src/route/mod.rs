@@ -18,6 +18,7 @@
 mod drain;
 mod fence;
 mod hints;
+mod membership;
 #[cfg(test)]
 mod memory;
 mod plan;
@@ -42,6 +43,9 @@ use crate::topology::{NodeConfig, Topology};
 pub use drain::{read_weights, Drains};
 pub use fence::{Fence, Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
 pub use hints::{HintStats, Hints};
+pub use membership::{
+    membership_lines, parse_membership, read_membership, same_zones, GROUP as MEMBERSHIP_GROUP,
+};
 pub use plan::{plan, Route};
 pub use read::{read_command, Found};
 pub use write::set_as_meta;
@@ -147,6 +151,13 @@ impl Router {
         );
         router.me = previous.me.clone();
         router.drains = previous.drains.clone();
+        // Counters only grow while the zones are the same ones.
+        let zones = |r: &Router| -> Vec<String> {
+            r.topology.zones.iter().map(|z| z.name.clone()).collect()
+        };
+        if zones(&router) == zones(previous) {
+            router.zone_stats = previous.zone_stats.clone();
+        }
         router
     }
 

@@ -1,7 +1,10 @@
-//! `stats zones` and `stats peers`: the cluster's figures, served to the
-//! executor's `stats` command through [`StatsGroups`].
+//! `stats zones`, `stats peers`, `stats warm` and `stats topology` (the
+//! membership a direct-mode client follows): the cluster's figures, served
+//! to the executor's `stats` command through [`StatsGroups`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use zonecache_client::route;
 
 use super::{Cluster, ClusterView};
 use crate::stats::StatsGroups;
@@ -13,6 +16,9 @@ impl StatsGroups for Cluster {
             b"zones" => Some(view.zone_stats()),
             b"peers" => Some(view.peer_stats()),
             b"warm" => Some(self.warm.stats()),
+            name if name == route::MEMBERSHIP_GROUP => {
+                Some(route::membership_lines(&view.router.topology))
+            }
             _ => None,
         }
     }
