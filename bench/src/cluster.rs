@@ -49,8 +49,8 @@ impl LocalCluster {
         memory_mb: usize,
         policy: &str,
     ) -> Result<LocalCluster, String> {
-        // Realtime ports, then as many batch ports.
-        let base = free_port_range(2 * (zones * nodes) as u16)?;
+        // Realtime ports, then as many batch ports and metrics ports.
+        let base = free_port_range(3 * (zones * nodes) as u16)?;
         let config_dir =
             std::env::temp_dir().join(format!("zc-bench-local-{}-{base}", std::process::id()));
         let mut child = Command::new(server_binary("zonecache")?)

@@ -12,6 +12,17 @@ pub enum Lane {
 }
 
 impl Lane {
+    /// Both lanes, in [`Lane::index`] order.
+    pub const ALL: [Lane; 2] = [Lane::Realtime, Lane::Batch];
+
+    /// The lane's place in per-lane arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Lane::Realtime => 0,
+            Lane::Batch => 1,
+        }
+    }
+
     /// The lane's name in spans and stats.
     pub fn name(self) -> &'static str {
         match self {

@@ -101,6 +101,7 @@ pub mod error;
 pub mod health;
 #[cfg(not(loom))]
 pub mod lane;
+pub mod latency;
 #[cfg(not(loom))]
 pub mod remote;
 pub mod ring;

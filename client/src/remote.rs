@@ -18,6 +18,7 @@ use crate::conn::Connection;
 use crate::error::{Error, MARKED_DOWN};
 use crate::health::Health;
 use crate::lane::Lane;
+use crate::latency::Histogram;
 use crate::route::Transport;
 use crate::topology::NodeConfig;
 
@@ -110,6 +111,8 @@ pub struct NodeStats {
     pub shed: AtomicU64,
     /// Sum of call latencies in microseconds (for the mean).
     pub latency_us: AtomicU64,
+    /// Call latencies per lane (realtime, batch).
+    pub latency: [Histogram; 2],
     /// Calls waiting for a reply right now.
     pub in_flight: AtomicU64,
 }
@@ -247,9 +250,11 @@ impl RemoteNode {
             Err(_) => Err(Error::Timeout),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let took = started.elapsed();
         self.stats
             .latency_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.stats.latency[lane.index()].record(took);
         match &result {
             // The node answered: it is up, whatever it said.
             Ok(_)

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub backlog: i32,
 
+    /// Port for `/metrics` (Prometheus), `/healthz` and `/readyz` over
+    /// HTTP, on the `-l` interface (0 = none).
+    #[arg(long = "metrics-port", default_value_t = 0)]
+    pub metrics_port: u16,
+
     /// Port for batch-lane connections (0 = none): served by one thread at
     /// the lowest CPU priority, shed first under load.
     #[arg(long = "batch-port", default_value_t = 0)]

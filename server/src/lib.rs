@@ -5,8 +5,9 @@
 //! a command with the client crate's router; reload, `stats zones|peers`)
 //! → `exec/` (a command in, a `Response` value out) → `store/` (the engine:
 //! no sockets, zones or wire format). Beside them `node.rs` runs a node and
-//! wires the layers together, `config.rs` reads the command line and
-//! `stats.rs` holds the counters every layer adds to.
+//! wires the layers together, `config.rs` reads the command line,
+//! `stats.rs` holds the counters every layer adds to and `metrics/` serves
+//! them (and the probes) over HTTP for Prometheus.
 
 // tokio has no networking under `--cfg loom`: the loom models cover
 // `store` and the cluster's stall counter, and everything that does I/O is
@@ -20,6 +21,8 @@ pub mod drain;
 pub mod exec;
 #[cfg(not(loom))]
 pub mod local;
+#[cfg(not(loom))]
+pub mod metrics;
 #[cfg(not(loom))]
 pub mod net;
 #[cfg(not(loom))]

@@ -17,6 +17,9 @@ pub struct LocalNode {
     pub zone: String,
     pub port: u16,
     pub batch_port: u16,
+    /// `/metrics` port (0: none).
+    #[serde(default)]
+    pub metrics_port: u16,
     pub memory_mb: usize,
     /// Its config file.
     pub config: PathBuf,
@@ -69,6 +72,9 @@ pub fn spawn(binary: &Path, node: &LocalNode, log: Option<&Path>) -> Result<Chil
         .args(["-m", &node.memory_mb.to_string(), "--config"])
         .arg(&node.config)
         .stdin(Stdio::null());
+    if node.metrics_port != 0 {
+        command.args(["--metrics-port", &node.metrics_port.to_string()]);
+    }
     if let Some(path) = log {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let err = file.try_clone().map_err(|e| e.to_string())?;

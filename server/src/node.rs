@@ -132,6 +132,15 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         idle_timeout: (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout)),
         cluster,
     });
+    let metrics_listener = match config.metrics_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::new(config.listen, port);
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen on metrics port {addr}: {e} (choose another --metrics-port)")
+            })?)
+        }
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = {
         let storage = storage.clone();
@@ -160,6 +169,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         .cluster
         .clone()
         .map(|c| tokio::spawn(c.learn_drains()));
+    let metrics = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?listener.local_addr().ok(), "metrics on /metrics, probes on /healthz and /readyz");
+        tokio::spawn(crate::metrics::serve(listener, front.clone(), stop_rx.clone()))
+    });
     let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
@@ -169,7 +182,12 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let _ = sweeper.await;
     let _ = acceptor.await;
     reloader.abort();
-    for task in lease_asker.into_iter().chain(warmer).chain(drain_learner) {
+    for task in lease_asker
+        .into_iter()
+        .chain(warmer)
+        .chain(drain_learner)
+        .chain(metrics)
+    {
         task.abort();
     }
     for worker in workers {

@@ -201,7 +201,7 @@ pub fn roll(dir: &Path, opts: &RollOptions) -> Result<(), String> {
         state.save(dir)?;
         let restarted = Instant::now();
         loop {
-            match probe::ready(&addr) {
+            match probe::ready_as(&addr, false) {
                 Ok(()) => break,
                 Err(why) if restarted.elapsed() > opts.ready_within => {
                     return Err(format!(

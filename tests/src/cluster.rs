@@ -21,6 +21,8 @@ pub struct ClusterNode {
     pub zone: String,
     /// The process.
     pub server: Server,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`.
+    pub metrics: SocketAddr,
 }
 
 /// A multi-zone cluster of real `zonecached` processes on loopback.
@@ -162,9 +164,13 @@ impl TestCluster {
             .expect("test nodes have a batch port")
             .port();
         let batch = batch.to_string();
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics_port = metrics.port().to_string();
         let mut args = vec![
             "--batch-port",
             &batch,
+            "--metrics-port",
+            &metrics_port,
             "-m",
             "16",
             "-t",
@@ -178,6 +184,7 @@ impl TestCluster {
             id: node.id.clone(),
             zone: zone.to_string(),
             server,
+            metrics,
         });
     }
 

@@ -18,7 +18,7 @@ pub mod proxy;
 pub use cluster::{loopback, ClusterNode, TestCluster};
 pub use conn::{Conn, REPLY_TIMEOUT};
 pub use procs::{
-    free_port, free_port_range, request_at, server_binary, stats_at, zonecache_tool,
+    free_port, free_port_range, http_get, request_at, server_binary, stats_at, zonecache_tool,
     zonecached_binary, Server,
 };
 pub use proxy::{Fault, Proxy};

@@ -143,6 +143,33 @@ pub fn zonecache_tool(args: &[&str]) -> (i32, String) {
     (out.status.code().expect("exited"), text)
 }
 
+/// A plain HTTP GET of `path` at `addr`: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .unwrap_or_else(|e| panic!("GET {path} at {addr}: {e}"));
+    let text = String::from_utf8_lossy(&reply).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    (status, body.to_string())
+}
+
 /// [`server_binary`] for `zonecached`, for tests (panics if it cannot be built).
 pub fn zonecached_binary() -> PathBuf {
     server_binary("zonecached").unwrap_or_else(|e| panic!("{e}"))
@@ -224,6 +251,20 @@ impl Server {
     /// Starts stock `memcached` on a free port with extra arguments.
     pub fn memcached(args: &[&str]) -> Server {
         Self::try_memcached(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a real Prometheus (Debian's `prometheus` package) on a free
+    /// port with `config`, keeping its data in `data_dir`.
+    pub fn prometheus(config: &std::path::Path, data_dir: &std::path::Path) -> Server {
+        Self::start("prometheus", |port| {
+            let mut c = Command::new("prometheus");
+            c.arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", data_dir.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn");
+            c
+        })
+        .unwrap_or_else(|e| panic!("{e}: install Debian's prometheus package"))
     }
 
     /// Starts stock `memcached` on a free port, or says why it could not.

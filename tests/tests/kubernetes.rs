@@ -107,10 +107,24 @@ fn the_manifests_agree_with_the_topology_and_each_other() {
         assert_eq!(config_path, format!("{mount_path}/cluster.toml"));
         assert_eq!(arg("-p"), "11211");
         assert_eq!(arg("--batch-port"), "11212");
-        // Ready only when warm; drained before it stops.
+        // Ready only when warm (the node's /readyz on its metrics port);
+        // drained before it stops.
+        let metrics_port = arg("--metrics-port");
+        let ports = container["ports"].as_sequence().unwrap();
+        let metrics = ports
+            .iter()
+            .find(|p| p["name"].as_str() == Some("metrics"))
+            .expect("a metrics port");
         assert_eq!(
-            strings(&container["readinessProbe"]["exec"]["command"])[..2],
-            ["zonecache", "ready"]
+            metrics["containerPort"].as_u64().unwrap().to_string(),
+            metrics_port
+        );
+        let probe = &container["readinessProbe"]["httpGet"];
+        assert_eq!(probe["port"].as_str(), Some("metrics"));
+        assert!(probe["path"].as_str().unwrap().starts_with("/readyz"));
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz")
         );
         assert_eq!(
             strings(&container["lifecycle"]["preStop"]["exec"]["command"])[..2],

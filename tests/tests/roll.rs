@@ -25,7 +25,7 @@ struct Local {
 
 impl Local {
     fn start(zones: usize) -> Local {
-        let base = free_port_range(2 * zones as u16).expect("ports");
+        let base = free_port_range(3 * zones as u16).expect("ports");
         let dir = std::env::temp_dir().join(format!("zc-roll-{}-{base}", std::process::id()));
         let mut child = Command::new(server_binary("zonecache").unwrap())
             .args(["local", "--zones", &zones.to_string(), "--nodes", "1"])

@@ -33,9 +33,13 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         nodes: usize,
         /// Port of the first node; the others follow, then the nodes' batch
-        /// ports in the same order.
+        /// ports in the same order, then their `/metrics` ports (which
+        /// `deploy/prometheus/prometheus.yml` scrapes).
         #[arg(long, default_value_t = 11211)]
         base_port: u16,
+        /// Serve no `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long)]
+        no_metrics: bool,
         /// `-m` of every node (MiB).
         #[arg(long, default_value_t = 64)]
         memory: usize,
@@ -169,7 +173,7 @@ impl NodesArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let (zones, nodes, base_port, memory, write_policy, config_dir) = match Cli::parse().command {
+    let (zones, nodes, ports, memory, write_policy, config_dir) = match Cli::parse().command {
         Cmd::Node(config) => return zonecache_server::node::run_node(config),
         Cmd::Status {
             nodes,
@@ -217,12 +221,20 @@ fn main() -> std::process::ExitCode {
             zones,
             nodes,
             base_port,
+            no_metrics,
             memory,
             write_policy,
             config_dir,
-        } => (zones, nodes, base_port, memory, write_policy, config_dir),
+        } => (
+            zones,
+            nodes,
+            (base_port, !no_metrics),
+            memory,
+            write_policy,
+            config_dir,
+        ),
     };
-    match local(zones, nodes, base_port, memory, &write_policy, config_dir) {
+    match local(zones, nodes, ports, memory, &write_policy, config_dir) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zonecache: {e}");
@@ -315,11 +327,15 @@ fn drain(
 fn local(
     zones: usize,
     nodes: usize,
-    base_port: u16,
+    (base_port, metrics): (u16, bool),
     memory: usize,
     policy: &str,
     dir: Option<PathBuf>,
 ) -> Result<(), String> {
+    let count = zones * nodes;
+    if metrics && base_port as usize + 3 * count > 65_536 {
+        return Err("metrics ports beyond 65535: choose a lower base port".into());
+    }
     let mut config = ClusterConfig::local(zones, nodes, base_port)?;
     config.write_policy = WritePolicy::from_name(policy)?;
     let dir = dir.unwrap_or_else(|| {
@@ -346,6 +362,11 @@ fn local(
                     .as_ref()
                     .expect("local nodes have a batch port")
                     .port(),
+                metrics_port: match metrics {
+                    // After the realtime and batch ports.
+                    true => base_port + (2 * count + state.nodes.len()) as u16,
+                    false => 0,
+                },
                 memory_mb: memory,
                 config: path,
                 pid: 0,
@@ -373,14 +394,19 @@ fn local(
         stop_all(&dir, &state, &mut children);
         return Err(e);
     }
-    println!("zone  node  address          batch port  pid");
+    println!("zone  node  address          batch port  metrics                         pid");
     for n in &state.nodes {
+        let metrics = match n.metrics_port {
+            0 => "-".to_string(),
+            port => format!("http://127.0.0.1:{port}/metrics"),
+        };
         println!(
-            "{:<5} {:<5} {:<16} {:<11} {}",
+            "{:<5} {:<5} {:<16} {:<11} {:<31} {}",
             n.zone,
             n.id,
             format!("127.0.0.1:{}", n.port),
             n.batch_port,
+            metrics,
             n.pid
         );
     }

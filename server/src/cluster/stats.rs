@@ -4,7 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use zonecache_client::route;
+use zonecache_client::latency::Snapshot;
+use zonecache_client::{route, Lane};
 
 use super::{Cluster, ClusterView};
 use crate::stats::StatsGroups;
@@ -29,6 +30,24 @@ fn load(a: &AtomicU64) -> u64 {
 }
 
 impl ClusterView {
+    /// Per peer and lane: the peer's id, its zone and its call latencies.
+    pub fn peer_latency(&self) -> Vec<(String, String, Lane, Snapshot)> {
+        let zones = &self.router.topology.zones;
+        let mut out = Vec::new();
+        for p in self.peers.sorted() {
+            let id = &p.config.id;
+            let zone = zones
+                .iter()
+                .find(|z| z.nodes.iter().any(|n| n.id == *id))
+                .map_or_else(String::new, |z| z.name.clone());
+            for lane in Lane::ALL {
+                let s = p.stats.latency[lane.index()].snapshot();
+                out.push((id.clone(), zone.clone(), lane, s));
+            }
+        }
+        out
+    }
+
     /// Per peer zone, address, state, calls, mean latency, in flight,
     /// timeouts, errors, shed calls and mark-downs.
     fn peer_stats(&self) -> Vec<(String, String)> {

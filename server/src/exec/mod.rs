@@ -354,14 +354,7 @@ impl Executor {
             }
             _ => {}
         }
-        let ctx = stats::StatsContext {
-            server: &self.stats,
-            storage: self.storage.as_ref(),
-            settings: &self.settings,
-            conns: &self.conns,
-            groups: self.groups.as_deref(),
-        };
-        match stats::group(&ctx, args) {
+        match self.stats_lines(args) {
             Some(lines) => Response::Stats(
                 lines
                     .into_iter()
@@ -370,6 +363,21 @@ impl Executor {
             ),
             None => Response::Error,
         }
+    }
+}
+
+impl Executor {
+    /// The lines of `stats <args>`, or `None` for an unknown group: what
+    /// the `stats` command answers and `/metrics` is made from.
+    pub fn stats_lines(&self, args: &[Bytes]) -> Option<Vec<(String, String)>> {
+        let ctx = stats::StatsContext {
+            server: &self.stats,
+            storage: self.storage.as_ref(),
+            settings: &self.settings,
+            conns: &self.conns,
+            groups: self.groups.as_deref(),
+        };
+        stats::group(&ctx, args)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
 use super::{Front, HIGH_WATER};
 use crate::cluster::is_local;
 use crate::exec::{MultiRead, Reply};
+use crate::metrics::latency::{self, Class};
 use crate::stats::ConnCounters;
 use crate::store::ScanCursor;
 
@@ -71,6 +73,9 @@ pub async fn serve(
             Err(e) => break 'conn Err(e),
         };
         counters.bytes_read += n as u64;
+        // Each request's service time runs from the previous one's end (or
+        // the read) to its reply: one clock read per request.
+        let mut mark = Instant::now();
         loop {
             let cmd = match parser.parse(&mut rbuf) {
                 Ok(Some(cmd)) => cmd,
@@ -84,6 +89,7 @@ pub async fn serve(
             if cmd == Command::PeerHello {
                 peer = true;
             }
+            let class = Class::of(&cmd);
             let data = !is_local(&cmd);
             if lane == Lane::Batch && data && starved(&front) {
                 front.exec.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +149,9 @@ pub async fn serve(
                 }
                 Reply::Drop => break 'conn Ok(()),
             }
+            let now = Instant::now();
+            latency::record(class, lane, now - mark);
+            mark = now;
             if wbuf.len() >= HIGH_WATER {
                 flush(&mut stream, &mut wbuf, &mut counters).await?;
             }
