@@ -82,7 +82,7 @@ impl LocalCluster {
                 break;
             }
             let words: Vec<&str> = line.split_whitespace().collect();
-            if let [zone, id, addr, batch, pid] = words[..] {
+            if let [zone, id, addr, batch, _metrics, pid] = words[..] {
                 if let (Ok(addr), Ok(batch_port), Ok(pid)) =
                     (addr.parse(), batch.parse(), pid.parse())
                 {
