@@ -96,15 +96,18 @@ impl LocalCluster {
                 }
             }
         }
-        if found.len() != zones * nodes {
-            let _ = child.kill();
-            return Err("zonecache local did not start every node".into());
-        }
-        Ok(LocalCluster {
+        let started = found.len();
+        let cluster = LocalCluster {
             child,
             nodes: found,
             config_dir,
-        })
+        };
+        if started != zones * nodes {
+            // Dropping it stops `zonecache local` with SIGTERM, which stops
+            // the nodes it did start (a SIGKILL would leave them running).
+            return Err("zonecache local did not start every node".into());
+        }
+        Ok(cluster)
     }
 
     /// The node with this id.
