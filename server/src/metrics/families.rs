@@ -73,6 +73,24 @@ impl Families {
         });
     }
 
+    /// A sample of `kind` with `labels` for each `(figure, name, help)` row
+    /// whose figure `value` has (a node without the figure leaves it out).
+    pub fn rows(
+        &mut self,
+        kind: MetricType,
+        rows: &[(&str, &str, &str)],
+        labels: &[(&str, &str)],
+        value: impl Fn(&str) -> Option<f64>,
+    ) {
+        for (figure, name, help) in rows {
+            match (value(figure), kind) {
+                (Some(v), MetricType::COUNTER) => self.counter(name, help, labels, v),
+                (Some(v), _) => self.gauge(name, help, labels, v),
+                (None, _) => {}
+            }
+        }
+    }
+
     /// A histogram sample: `buckets` as (upper bound, cumulative count),
     /// without `+Inf` (the text format adds it from `count`).
     pub fn histogram(

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use prometheus::proto::MetricType;
+
 use super::families::Families;
 
 /// Adds the exporter's families from `stats` (`general`) and
@@ -120,11 +122,7 @@ pub fn add(
             "The number of times an item could not be stored due to no more memory.",
         ),
     ];
-    for (stat, name, help) in counters {
-        if let Some(v) = num(stat) {
-            f.counter(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::COUNTER, &counters, &[], num);
     // The exporter types uptime a counter; as a gauge it keeps its name
     // and passes promtool's lint (counters end in `_total`).
     let gauges = [
@@ -169,11 +167,7 @@ pub fn add(
             "Number of bytes of memory allocated to slab pages.",
         ),
     ];
-    for (stat, name, help) in gauges {
-        if let Some(v) = num(stat) {
-            f.gauge(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::GAUGE, &gauges, &[], num);
     if let Some(v) = settings.get("maxconns").and_then(|v| v.parse().ok()) {
         f.gauge(
             "memcached_max_connections",

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use prometheus::proto::MetricType;
+
 use super::families::Families;
 
 type Lines = BTreeMap<String, String>;
@@ -26,11 +28,7 @@ pub fn add_node(f: &mut Families, general: &Lines) {
         ("expired_unfetched", "zonecache_items_expired_unfetched_total", "Items expired without ever being read."),
         ("evicted_unfetched", "zonecache_items_evicted_unfetched_total", "Items evicted without ever being read."),
     ];
-    for (stat, name, help) in counters {
-        if let Some(v) = num(general, stat) {
-            f.counter(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::COUNTER, &counters, &[], |k| num(general, k));
     if let Some(v) = num(general, "tombstones") {
         f.gauge("zonecache_tombstones", "Tombstones held now.", &[], v);
     }
@@ -104,11 +102,7 @@ pub fn add_zones(f: &mut Families, zones: &Lines) {
             "Times this node flushed itself having missed writes it could not get back.",
         ),
     ];
-    for (stat, name, help) in node_counters {
-        if let Some(v) = num(zones, stat) {
-            f.counter(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::COUNTER, &node_counters, &[], |k| num(zones, k));
     let node_gauges = [
         (
             "hints_queued",
@@ -131,11 +125,7 @@ pub fn add_zones(f: &mut Families, zones: &Lines) {
             "1 once the node was told it is leaving (zc_leave).",
         ),
     ];
-    for (stat, name, help) in node_gauges {
-        if let Some(v) = num(zones, stat) {
-            f.gauge(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::GAUGE, &node_gauges, &[], |k| num(zones, k));
     let names: Vec<&str> = zones
         .keys()
         .filter_map(|k| k.strip_suffix(":drain_percent"))
@@ -149,11 +139,7 @@ pub fn add_zones(f: &mut Families, zones: &Lines) {
             ("read_repairs_skipped", "zonecache_read_repairs_skipped_total", "Read repairs from this zone not made (home node down, catching up, or too many in flight)."),
             ("replication_failures", "zonecache_replication_failures_total", "Write copies to this zone that failed or were dropped."),
         ];
-        for (figure, name, help) in zone_counters {
-            if let Some(v) = get(figure) {
-                f.counter(name, help, &labels, v);
-            }
-        }
+        f.rows(MetricType::COUNTER, &zone_counters, &labels, get);
         if let Some(v) = get("drain_percent") {
             f.gauge(
                 "zonecache_zone_drain_ratio",
@@ -213,11 +199,9 @@ pub fn add_peers(f: &mut Families, peers: &Lines) {
                 "Times the peer was marked down.",
             ),
         ];
-        for (figure, name, help) in counters {
-            if let Some(v) = get(figure).and_then(|v| v.parse().ok()) {
-                f.counter(name, help, &labels, v);
-            }
-        }
+        f.rows(MetricType::COUNTER, &counters, &labels, |k| {
+            get(k).and_then(|v| v.parse().ok())
+        });
         if let Some(v) = get("in_flight").and_then(|v| v.parse().ok()) {
             f.gauge(
                 "zonecache_peer_in_flight",
@@ -276,9 +260,5 @@ pub fn add_warm(f: &mut Families, warm: &Lines) {
             "Warm-up sources given up on.",
         ),
     ];
-    for (stat, name, help) in counters {
-        if let Some(v) = num(warm, stat) {
-            f.counter(name, help, &[], v);
-        }
-    }
+    f.rows(MetricType::COUNTER, &counters, &[], |k| num(warm, k));
 }
