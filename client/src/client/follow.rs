@@ -39,7 +39,8 @@ pub(crate) async fn follow_cluster(inner: Weak<Inner>) {
         let Some(weights) = read_weights(&view.nodes, topology, None, ASK_DEADLINE).await else {
             continue;
         };
-        let drains = &inner.views.current().router.drains;
+        // Every view shares one `Drains` (`Router::reloaded` keeps it).
+        let drains = &view.router.drains;
         for (zone, percent) in weights {
             if drains.get(&zone) != percent {
                 tracing::info!(%zone, percent, "drain weight followed");

@@ -47,7 +47,8 @@ pub fn scrape(front: &Front) -> String {
     if let Some(cluster) = &front.cluster {
         zonecache::add_zones(&mut f, &lines(front, Some("zones")));
         zonecache::add_peers(&mut f, &lines(front, Some("peers")));
-        zonecache::add_warm(&mut f, &lines(front, Some("warm")));
+        // A cluster node's `stats` carries its `stats warm` lines.
+        zonecache::add_warm(&mut f, &general);
         for (peer, zone, lane, s) in cluster.current().peer_latency() {
             f.histogram(
                 "zonecache_peer_call_duration_seconds",
@@ -87,7 +88,9 @@ pub fn scrape(front: &Front) -> String {
 /// drain counted or not; `None`: ready.
 pub fn unready(front: &Front, count_drain: bool) -> Option<String> {
     front.cluster.as_ref()?;
-    let mut stats = lines(front, None);
-    stats.extend(lines(front, Some("warm")));
-    crate::probe::unready(&stats, &lines(front, Some("zones")), count_drain)
+    crate::probe::unready(
+        &lines(front, None),
+        &lines(front, Some("zones")),
+        count_drain,
+    )
 }

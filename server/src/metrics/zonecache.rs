@@ -213,7 +213,7 @@ pub fn add_peers(f: &mut Families, peers: &Lines) {
     }
 }
 
-/// Warm-up (`stats warm`).
+/// Warm-up (`stats warm`, also part of a cluster node's `stats`).
 pub fn add_warm(f: &mut Families, warm: &Lines) {
     if let Some(state) = warm.get("warm_state") {
         for s in ["off", "warming", "ready", "done"] {
