@@ -451,6 +451,27 @@ impl Command {
         }
     }
 
+    /// The keys a command reads or writes, in request order (empty for a
+    /// command without keys).
+    pub fn keys(&self) -> &[Bytes] {
+        match self {
+            Command::Get { keys, .. }
+            | Command::Gat { keys, .. }
+            | Command::VersionedGet { keys, .. } => keys,
+            Command::Store(s) => std::slice::from_ref(&s.key),
+            Command::Arith { key, .. }
+            | Command::Touch { key, .. }
+            | Command::Delete { key, .. }
+            | Command::MetaDebug { key, .. }
+            | Command::TooLarge { key, .. } => std::slice::from_ref(key),
+            Command::MetaGet(m) | Command::MetaDelete(m) | Command::MetaArith(m) => {
+                std::slice::from_ref(&m.key)
+            }
+            Command::MetaSet { meta, .. } => std::slice::from_ref(&meta.key),
+            _ => &[],
+        }
+    }
+
     /// Whether the client asked for no reply to this command.
     pub fn noreply(&self) -> bool {
         match self {

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use clap::Parser;
 
+pub use crate::record::hotkeys::HotKeyMode;
+
 /// zonecached: one zonecache node. Speaks the memcached text and meta protocol.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "zonecached", version, about)]
@@ -48,6 +50,17 @@ pub struct Config {
     /// HTTP, on the `-l` interface (0 = none).
     #[arg(long = "metrics-port", default_value_t = 0)]
     pub metrics_port: u16,
+
+    /// Count the hottest keys (`stats hotkeys`, `zonecache_hot_key_*`
+    /// metrics, `zonecache status --hot`) and show them by name, by a hash
+    /// of the key (for keys that are personal data), or not at all.
+    #[arg(long = "hot-keys", value_enum, default_value_t = HotKeyMode::Names)]
+    pub hot_keys: HotKeyMode,
+
+    /// Hot-key counts are halved this often (seconds): the hot keys shown
+    /// are those of about the last one to two half-lives.
+    #[arg(long = "hot-key-half-life", default_value_t = crate::record::hotkeys::HALF_LIFE_SECS)]
+    pub hot_key_half_life: u32,
 
     /// Port for batch-lane connections (0 = none): served by one thread at
     /// the lowest CPU priority, shed first under load.

@@ -6,8 +6,9 @@
 //! → `exec/` (a command in, a `Response` value out) → `store/` (the engine:
 //! no sockets, zones or wire format). Beside them `node.rs` runs a node and
 //! wires the layers together, `config.rs` reads the command line,
-//! `stats.rs` holds the counters every layer adds to and `metrics/` serves
-//! them (and the probes) over HTTP for Prometheus.
+//! `stats.rs` holds the counters every layer adds to, `record/` the
+//! per-thread histograms and hot keys the request path records, and
+//! `metrics/` serves them (and the probes) over HTTP for Prometheus.
 
 // tokio has no networking under `--cfg loom`: the loom models cover
 // `store` and the cluster's stall counter, and everything that does I/O is
@@ -29,6 +30,7 @@ pub mod net;
 pub mod node;
 #[cfg(not(loom))]
 pub mod probe;
+pub mod record;
 #[cfg(not(loom))]
 pub mod roll;
 #[cfg(loom)]

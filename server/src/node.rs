@@ -22,6 +22,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// Runs a node with `config` until SIGINT/SIGTERM.
 pub fn run_node(config: Config) -> std::process::ExitCode {
     init_tracing(config.verbose);
+    crate::record::hotkeys::set_half_life(config.hot_key_half_life);
     let threads = config.worker_threads();
     // This runtime only runs start-up, signals and the sweeper; connections
     // are served by the per-worker event loops in `net`.
@@ -118,6 +119,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             shards,
             batch_connections: config.batch_connections,
             batch_shed_after_us: config.batch_shed_after_ms.saturating_mul(1000),
+            hot_keys: config.hot_keys,
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::record::hotkeys::{self, HotKeyMode};
 use crate::store::{Storage, StoreStats};
 
 /// The version string in `VERSION` and `stats`; it starts with the memcached
@@ -171,6 +172,8 @@ pub struct Settings {
     pub batch_connections: usize,
     /// Shed batch requests while the batch thread's timer runs this late (µs).
     pub batch_shed_after_us: u64,
+    /// Whether hot keys are counted, and how they are shown.
+    pub hot_keys: HotKeyMode,
 }
 
 /// `stats` groups served by a layer above the executor (the cluster's
@@ -282,6 +285,7 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 out.extend(warm);
             }
         }
+        Some(b"hotkeys") => out.extend(hotkeys::stats_lines(ctx.settings.hot_keys, now)),
         Some(b"settings") => {
             let c = ctx.settings;
             put("maxbytes", c.max_bytes.to_string());

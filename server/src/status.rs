@@ -50,6 +50,20 @@ pub struct NodeStatus {
     pub warm_state: String,
     /// Percent of its keys copied (or found nowhere) by the warm-up.
     pub warm_percent: f64,
+    /// Its hottest keys (`--hot`), hottest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hot_keys: Vec<HotKeyShare>,
+}
+
+/// One of a node's hottest keys, as `stats hotkeys` gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HotKeyShare {
+    /// The key (or `#<hash>` on a node running `--hot-keys hashed`).
+    pub key: String,
+    /// Its requests on the node, decayed (halved every half-life, 10 s by default).
+    pub requests: u64,
+    /// Its share of the node's keyed requests over the same time, 0–1.
+    pub share: f64,
 }
 
 /// The whole report.
@@ -87,7 +101,8 @@ pub fn nodes(source: &Source) -> Result<Vec<(String, String, NodeAddr)>, String>
 }
 
 /// Reads the cluster: the figures `sample` apart.
-pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
+/// The report over a `sample`, with each node's `hot` hottest keys.
+pub fn report(source: &Source, sample: Duration, hot: usize) -> Result<Report, String> {
     let nodes = nodes(source)?;
     let first: Vec<Option<Figures>> = nodes.iter().map(|(_, _, a)| Figures::read(a)).collect();
     let started = Instant::now();
@@ -153,6 +168,10 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                         .get("warm_progress")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0.0),
+                    hot_keys: match hot {
+                        0 => Vec::new(),
+                        n => hot_keys(addr, n),
+                    },
                 }
             }
             _ => NodeStatus {
@@ -173,6 +192,7 @@ pub fn report(source: &Source, sample: Duration) -> Result<Report, String> {
                 replication_failures: 0,
                 warm_state: "-".into(),
                 warm_percent: 0.0,
+                hot_keys: Vec::new(),
             },
         };
         match status.state.as_str() {
@@ -294,6 +314,35 @@ impl Figures {
     }
 }
 
+/// The `n` hottest keys of the node at `addr` (none if it does not answer
+/// or counts none).
+fn hot_keys(addr: &NodeAddr, n: usize) -> Vec<HotKeyShare> {
+    let Ok(text) = exchange(addr, b"stats hotkeys\r\n", |t| t.ends_with("END\r\n")) else {
+        return Vec::new();
+    };
+    let lines: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT ")?.split_once(' '))
+        .collect();
+    let total: u64 = lines
+        .get("hotkeys_requests")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (1..=n)
+        .map_while(|rank| {
+            let (key, requests) = lines
+                .get(format!("hotkey:{rank}").as_str())?
+                .rsplit_once(' ')?;
+            let requests: u64 = requests.parse().ok()?;
+            Some(HotKeyShare {
+                key: key.to_string(),
+                requests,
+                share: requests as f64 / total.max(1) as f64,
+            })
+        })
+        .collect()
+}
+
 /// The nodes known to the first seed that answers: itself (`stats zones`:
 /// `node`, `home_zone`) and its peers (`stats peers`: `<id>:addr`,
 /// `<id>:zone`).
@@ -378,6 +427,26 @@ pub fn table(r: &Report) -> String {
                 other => other.to_string(),
             }
         ));
+    }
+    if r.nodes.iter().any(|n| !n.hot_keys.is_empty()) {
+        out.push_str("\nhot keys (share of the node's keyed requests, last 1-2 half-lives)\n");
+        out.push_str(&format!(
+            "{:<8} {:>4} {:<40} {:>7} {:>10}\n",
+            "node", "rank", "key", "share", "requests"
+        ));
+        for n in &r.nodes {
+            for (rank, k) in n.hot_keys.iter().enumerate() {
+                out.push_str(&format!(
+                    "{:<8} {:>4} {:<40} {:>6.1}% {:>10}\n",
+                    n.node,
+                    rank + 1,
+                    k.key,
+                    k.share * 100.0,
+                    k.requests
+                ));
+            }
+        }
+        out.push('\n');
     }
     match r.problems.is_empty() {
         true => out.push_str("healthy\n"),

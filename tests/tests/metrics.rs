@@ -290,3 +290,85 @@ fn a_real_prometheus_scrapes_every_node_and_sees_a_counter_move() {
     drop(prometheus);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `stats hotkeys` lines as (key, requests), hottest first.
+fn hot_keys(server: &Server) -> Vec<(String, u64)> {
+    let text = String::from_utf8(server.request(b"stats hotkeys\r\n", b"END\r\n")).unwrap();
+    (1..)
+        .map_while(|rank| {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("STAT hotkey:{rank} ")))?;
+            let (key, n) = line.rsplit_once(' ')?;
+            Some((key.to_string(), n.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_hot_keys_of_a_zipf_workload_are_its_true_top_ten() {
+    use rand::distributions::Distribution;
+    use rand::SeedableRng;
+    // Counts are never halved during the test, so the order is exact.
+    let node = Server::zonecached(&["--hot-key-half-life", "3600"]);
+    let zipf = rand_distr::Zipf::new(100_000, 1.1).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let mut exact: BTreeMap<String, u64> = BTreeMap::new();
+    let mut c = node.connect();
+    for _ in 0..200 {
+        let mut batch = String::new();
+        for _ in 0..500 {
+            let key = format!("z:{}", zipf.sample(&mut rng) as u64);
+            batch.push_str(&format!("get {key}\r\n"));
+            *exact.entry(key).or_default() += 1;
+        }
+        c.request(batch.as_bytes());
+    }
+    let mut truth: Vec<(String, u64)> = exact.into_iter().collect();
+    truth.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    assert!(truth[9].1 > truth[10].1, "no tie at rank 10: {truth:?}");
+    let found = hot_keys(&node);
+    let got: Vec<&str> = found[..10].iter().map(|(k, _)| k.as_str()).collect();
+    let want: Vec<&str> = truth[..10].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(got, want, "hot keys {found:?}");
+    // Estimates never under-count.
+    for ((_, est), (_, n)) in found.iter().zip(&truth).take(10) {
+        assert!(est >= n, "{found:?} vs {truth:?}");
+    }
+
+    // With names hidden, keys show as hashes only; off counts nothing.
+    let hidden = Server::zonecached(&["--hot-keys", "hashed"]);
+    hidden.request(b"get secret-user-email\r\n", b"END\r\n");
+    let found = hot_keys(&hidden);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].0.starts_with('#') && !found[0].0.contains("secret"));
+    let off = Server::zonecached(&["--hot-keys", "off"]);
+    off.request(b"get k\r\n", b"END\r\n");
+    assert!(hot_keys(&off).is_empty());
+}
+
+#[test]
+fn hot_keys_show_in_a_scrape_and_in_status() {
+    let cluster = TestCluster::start(2, 1, "all", "");
+    let mut c = cluster.node("a1").server.connect();
+    c.request("get hot:1\r\n".repeat(60).as_bytes());
+    c.request("get warm:2\r\n".repeat(20).as_bytes());
+    let (_, text) = http_get(cluster.node("a1").metrics, "/metrics");
+    let s = samples(&text);
+    let top = "zonecache_hot_key_share{key=\"hot:1\",rank=\"1\"}";
+    let share = s.get(top).unwrap_or_else(|| panic!("{top} in {text}"));
+    assert!(*share > 0.5 && *share < 1.0, "{share}");
+    assert!(s.contains_key("zonecache_hot_key_requests{key=\"warm:2\",rank=\"2\"}"));
+    assert!(s["zonecache_hot_key_window_requests"] >= 40.0);
+
+    let config = cluster.config_path("a1");
+    let (_, out) = zonecache_tool(&["status", "--config", config.to_str().unwrap(), "--hot", "3"]);
+    let row = |rank: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().take(2).eq(["a1", rank]))
+            .unwrap_or_else(|| panic!("no hot key {rank} for a1 in {out}"))
+            .to_string()
+    };
+    assert!(row("1").contains("hot:1"), "{out}");
+    assert!(row("2").contains("warm:2"), "{out}");
+}

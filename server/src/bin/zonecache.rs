@@ -67,6 +67,9 @@ enum Cmd {
         /// are computed over.
         #[arg(long, default_value_t = 1000)]
         sample_ms: u64,
+        /// Also list each node's hottest keys (5 unless a number is given).
+        #[arg(long, num_args = 0..=1, default_missing_value = "5", value_name = "N")]
+        hot: Option<usize>,
     },
     /// Move a zone's reads to the other zones in steps (the zone still
     /// takes writes). Ctrl-C holds the weight where it is.
@@ -180,7 +183,11 @@ fn main() -> std::process::ExitCode {
             json,
             watch,
             sample_ms,
-        } => return status(nodes, json, watch, Duration::from_millis(sample_ms)),
+            hot,
+        } => {
+            let sample = Duration::from_millis(sample_ms);
+            return status(nodes, json, watch, sample, hot.unwrap_or(0));
+        }
         Cmd::Drain {
             zone,
             to,
@@ -245,7 +252,13 @@ fn main() -> std::process::ExitCode {
 
 /// `zonecache status`: prints the report (again and again with `watch`)
 /// and exits with its code.
-fn status(nodes: NodesArgs, json: bool, watch: bool, sample: Duration) -> std::process::ExitCode {
+fn status(
+    nodes: NodesArgs,
+    json: bool,
+    watch: bool,
+    sample: Duration,
+    hot: usize,
+) -> std::process::ExitCode {
     use zonecache_server::status::{report, table};
     let source = match nodes.source() {
         Ok(s) => s,
@@ -255,7 +268,7 @@ fn status(nodes: NodesArgs, json: bool, watch: bool, sample: Duration) -> std::p
         }
     };
     loop {
-        let r = match report(&source, sample) {
+        let r = match report(&source, sample, hot) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("zonecache: {e}");

@@ -1,13 +1,12 @@
 //! `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-port`): the
 //! node's figures in Prometheus's text format — memcached's under the names
 //! `memcached_exporter` publishes (`memcached.rs`), zonecache's own under
-//! `zonecache_` (`zonecache.rs`), latency histograms (`latency.rs`) — and
+//! `zonecache_` (`zonecache.rs`: hot keys too), latency histograms — and
 //! the probes Kubernetes and load balancers use. Everything is read at
 //! scrape time from the figures `stats` answers with.
 
 mod families;
 mod http;
-pub mod latency;
 mod memcached;
 mod zonecache;
 
@@ -16,9 +15,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use zonecache_client::Lane;
 
+use crate::record::latency::{self, Class};
 pub use families::Families;
 pub use http::serve;
-use latency::Class;
 
 use crate::net::Front;
 
@@ -44,6 +43,7 @@ pub fn scrape(front: &Front) -> String {
     let general = lines(front, None);
     memcached::add(&mut f, &general, &lines(front, Some("settings")));
     zonecache::add_node(&mut f, &general);
+    zonecache::add_hot_keys(&mut f, &lines(front, Some("hotkeys")));
     if let Some(cluster) = &front.cluster {
         zonecache::add_zones(&mut f, &lines(front, Some("zones")));
         zonecache::add_peers(&mut f, &lines(front, Some("peers")));

@@ -262,3 +262,46 @@ pub fn add_warm(f: &mut Families, warm: &Lines) {
     ];
     f.rows(MetricType::COUNTER, &counters, &[], |k| num(warm, k));
 }
+
+/// How many hot keys a scrape shows (`stats hotkeys` lists more).
+const HOT_KEYS_SCRAPED: usize = 10;
+
+/// The hottest keys (`stats hotkeys`): decayed request counts and each
+/// key's share of the node's keyed requests, by rank. The `key` label is
+/// the key's hash when the node runs with `--hot-keys hashed`.
+pub fn add_hot_keys(f: &mut Families, hot: &Lines) {
+    let Some(total) = num(hot, "hotkeys_requests") else {
+        return;
+    };
+    f.gauge(
+        "zonecache_hot_key_window_requests",
+        "Keyed requests counted by the hot-key sketch, halved every half-life (stats hotkeys: hotkeys_half_life_seconds).",
+        &[],
+        total,
+    );
+    for rank in 1..=HOT_KEYS_SCRAPED {
+        let Some((key, count)) = hot
+            .get(&format!("hotkey:{rank}"))
+            .and_then(|v| v.rsplit_once(' '))
+        else {
+            break;
+        };
+        let Ok(count) = count.parse::<f64>() else {
+            continue;
+        };
+        let rank = rank.to_string();
+        let labels = [("rank", rank.as_str()), ("key", key)];
+        f.gauge(
+            "zonecache_hot_key_requests",
+            "Estimated requests for one of the node's hottest keys, decayed like the window (never under the true count).",
+            &labels,
+            count,
+        );
+        f.gauge(
+            "zonecache_hot_key_share",
+            "One of the hottest keys' share of the node's keyed requests, 0 to 1.",
+            &labels,
+            count / total.max(1.0),
+        );
+    }
+}

@@ -20,7 +20,8 @@ use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
 use super::{Front, HIGH_WATER};
 use crate::cluster::is_local;
 use crate::exec::{MultiRead, Reply};
-use crate::metrics::latency::{self, Class};
+use crate::record::hotkeys::{self, HotKeyMode};
+use crate::record::latency::{self, Class};
 use crate::stats::ConnCounters;
 use crate::store::ScanCursor;
 
@@ -76,6 +77,8 @@ pub async fn serve(
         // Each request's service time runs from the previous one's end (or
         // the read) to its reply: one clock read per request.
         let mut mark = Instant::now();
+        let count_keys = front.exec.settings.hot_keys != HotKeyMode::Off;
+        let seconds = clock.now();
         loop {
             let cmd = match parser.parse(&mut rbuf) {
                 Ok(Some(cmd)) => cmd,
@@ -91,6 +94,10 @@ pub async fn serve(
             }
             let class = Class::of(&cmd);
             let data = !is_local(&cmd);
+            if count_keys {
+                // Every keyed request this node serves, a peer's too.
+                hotkeys::record(cmd.keys(), seconds);
+            }
             if lane == Lane::Batch && data && starved(&front) {
                 front.exec.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
                 if !cmd.noreply() {
