@@ -10,6 +10,7 @@
 pub mod client_scenarios;
 pub mod cluster;
 pub mod drain;
+pub mod hotkeys;
 pub mod load;
 pub mod procs;
 pub mod report;

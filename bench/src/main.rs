@@ -65,6 +65,20 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         value_size: usize,
     },
+    /// The hot-key sketch: throughput with and without it (memcached
+    /// beside), and its top 10 against the workload's true top 10. The
+    /// keys follow Zipf(1.1) unless `--dist zipf:<skew>` says otherwise.
+    Hotkeys {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Rounds of one run per server.
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+    },
     /// A 3-zone × 2-node cluster (`zonecache local`) against a single node:
     /// front vs direct reads, sets under the write policy, hung home owner.
     Cluster {
@@ -401,6 +415,34 @@ fn main() -> std::process::ExitCode {
                     ),
                     pairs: pairs.max(1),
                     open_fraction,
+                },
+                &cli.out,
+            )
+        }),
+        Cmd::Hotkeys {
+            servers,
+            workload,
+            load,
+            pairs,
+        } => workload.build().and_then(|mut w| {
+            if w.dist == zonecache_bench::workload::KeyDist::Uniform {
+                w.dist = zonecache_bench::workload::KeyDist::Zipf(1.1);
+            }
+            let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+            zonecache_bench::hotkeys::hotkeys(
+                &zonecache_bench::hotkeys::HotKeysOptions {
+                    servers: ServerSettings {
+                        memory_mb: servers.memory,
+                        threads: servers.threads,
+                    },
+                    workload: w,
+                    load: load.build(
+                        placeholder,
+                        Mode::Closed {
+                            depth: load.depth.max(1),
+                        },
+                    ),
+                    pairs: pairs.max(1),
                 },
                 &cli.out,
             )

@@ -31,13 +31,28 @@ pub struct ServerProc {
     pub addr: SocketAddr,
     /// Which server.
     pub kind: Kind,
+    /// Its name in tables (its kind's, unless started with settings of
+    /// its own).
+    pub label: &'static str,
 }
 
 impl ServerProc {
     /// Starts `kind` with `-m memory_mb -t threads` on a free loopback port.
     pub fn start(kind: Kind, memory_mb: usize, threads: usize) -> Result<ServerProc, String> {
+        Self::start_with(kind, kind.name(), memory_mb, threads, &[])
+    }
+
+    /// [`ServerProc::start`] with more arguments, named `label` in tables.
+    pub fn start_with(
+        kind: Kind,
+        label: &'static str,
+        memory_mb: usize,
+        threads: usize,
+        extra: &[&str],
+    ) -> Result<ServerProc, String> {
         let (memory, threads) = (memory_mb.to_string(), threads.to_string());
-        let args = ["-m", memory.as_str(), "-t", threads.as_str()];
+        let mut args = vec!["-m", memory.as_str(), "-t", threads.as_str()];
+        args.extend_from_slice(extra);
         let server = match kind {
             Kind::Memcached => Server::try_memcached(&args)?,
             Kind::Zonecached => Server::try_zonecached(&args)?,
@@ -46,6 +61,7 @@ impl ServerProc {
             addr: server.addr,
             server,
             kind,
+            label,
         })
     }
 

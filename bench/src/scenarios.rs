@@ -139,7 +139,7 @@ pub fn alternate(
             eprintln!(
                 "  pair {} {:<10} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  errors {}  timeouts {}",
                 pair + 1,
-                server.kind.name(),
+                server.label,
                 summary.ops_per_sec,
                 summary.p50_us,
                 summary.p99_us,
@@ -147,7 +147,7 @@ pub fn alternate(
                 summary.timeouts
             );
             measured.push(Measured {
-                server: server.kind.name(),
+                server: server.label,
                 pair,
                 mode: spec.mode,
                 server_cpu_us_per_op: if r.ops > 0 {

@@ -6,6 +6,15 @@ use clap::Parser;
 
 pub use crate::record::hotkeys::HotKeyMode;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// zonecached: one zonecache node. Speaks the memcached text and meta protocol.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "zonecached", version, about)]
@@ -37,6 +46,21 @@ pub struct Config {
     /// Verbose logging; repeat for more (-vv).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log format: `text`, or `json` (one object per line, the request
+    /// log's fields as keys).
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Share of requests (0–1) that get a line in the request log; errors
+    /// and slow requests always do.
+    #[arg(long = "log-sample", default_value_t = 0.0)]
+    pub log_sample: f64,
+
+    /// Requests at least this slow (µs) always get a request-log line
+    /// (0: every request).
+    #[arg(long = "log-slow-us", default_value_t = 10_000)]
+    pub log_slow_us: u64,
 
     /// Close connections idle for this many seconds (0 = never).
     #[arg(long = "idle-timeout", default_value_t = 0)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::cluster::topology::{Overrides, WritePolicy};
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::exec::Executor;
-use crate::net::{self, Front};
+use crate::net::{self, Front, RequestLog};
 use crate::stats::{ConnRegistry, ServerStats, Settings, StatsGroups};
 use crate::store::{Engine, EngineConfig, Storage};
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs a node with `config` until SIGINT/SIGTERM.
 pub fn run_node(config: Config) -> std::process::ExitCode {
-    init_tracing(config.verbose);
+    init_tracing(config.verbose, config.log_format);
     crate::record::hotkeys::set_half_life(config.hot_key_half_life);
     let threads = config.worker_threads();
     // This runtime only runs start-up, signals and the sweeper; connections
@@ -45,18 +45,30 @@ pub fn run_node(config: Config) -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    // The request log is on at any verbosity (what it logs is chosen by
+    // --log-sample and --log-slow-us); RUST_LOG overrides everything.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},zonecache::request=info"))
+    });
+    // Colours only for a person at a terminal, not in a log file.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 async fn run(config: Config, threads: usize) -> Result<(), String> {
@@ -132,6 +144,14 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             ..ParserConfig::default()
         },
         idle_timeout: (config.idle_timeout > 0).then(|| Duration::from_secs(config.idle_timeout)),
+        log: RequestLog::new(
+            config.log_sample,
+            Duration::from_micros(config.log_slow_us),
+            match &cluster {
+                Some(c) => c.current().me.id.clone(),
+                None => addr.to_string(),
+            },
+        ),
         cluster,
     });
     let metrics_listener = match config.metrics_port {

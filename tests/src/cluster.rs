@@ -157,6 +157,16 @@ impl TestCluster {
     }
 
     fn spawn(&mut self, zone: &str, node: &NodeConfig, extra: &[&str]) {
+        self.spawn_logging(zone, node, extra, None)
+    }
+
+    fn spawn_logging(
+        &mut self,
+        zone: &str,
+        node: &NodeConfig,
+        extra: &[&str],
+        log: Option<&std::path::Path>,
+    ) {
         let path = self.config_path(&node.id);
         let batch = node
             .batch_addr
@@ -179,7 +189,7 @@ impl TestCluster {
             path.to_str().expect("utf-8 path"),
         ];
         args.extend_from_slice(extra);
-        let server = Server::zonecached_on(node.addr.port(), &args);
+        let server = Server::zonecached_logging_on(node.addr.port(), &args, log);
         self.nodes.push(ClusterNode {
             id: node.id.clone(),
             zone: zone.to_string(),
@@ -224,6 +234,12 @@ impl TestCluster {
 
     /// [`TestCluster::restart`] with more `zonecached` arguments.
     pub fn restart_with(&mut self, id: &str, extra: &[&str]) {
+        self.restart_logging(id, extra, None);
+    }
+
+    /// [`TestCluster::restart_with`], the node's log (stderr) written to
+    /// `log`.
+    pub fn restart_logging(&mut self, id: &str, extra: &[&str], log: Option<&std::path::Path>) {
         let at = self.nodes.iter().position(|n| n.id == id).expect("node id");
         let old = self.nodes.remove(at);
         old.server.signal(libc::SIGKILL);
@@ -235,7 +251,7 @@ impl TestCluster {
             .flat_map(|z| z.nodes.iter().map(move |n| (z.name.clone(), n.clone())))
             .find(|(_, n)| n.id == id)
             .expect("node in config");
-        self.spawn(&node.0, &node.1, extra);
+        self.spawn_logging(&node.0, &node.1, extra, log);
     }
 
     /// The owner of `key` in `zone`, computed with the ring the nodes use.

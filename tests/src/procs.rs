@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -234,13 +234,31 @@ impl Server {
         })
     }
 
+    /// Starts `zonecached` on a free port with its log (stderr) written to
+    /// `log`.
+    pub fn zonecached_logging(args: &[&str], log: &Path) -> Server {
+        Self::zonecached_logging_on(free_port(), args, Some(log))
+    }
+
     /// Starts `zonecached` on `port` (which the caller chose, e.g. for a
     /// cluster config) with extra arguments.
     pub fn zonecached_on(port: u16, args: &[&str]) -> Server {
+        Self::zonecached_logging_on(port, args, None)
+    }
+
+    /// [`Server::zonecached_on`] with its log (stderr) written to `log`
+    /// instead of the test's own stderr.
+    pub fn zonecached_logging_on(port: u16, args: &[&str], log: Option<&Path>) -> Server {
         let mut c = Command::new(zonecached_binary());
         c.args(["-p", &port.to_string(), "-l", "127.0.0.1"])
             .args(args);
-        let mut server = Server::spawn("zonecached", c, port).unwrap_or_else(|e| panic!("{e}"));
+        let stderr = log.map(|path| {
+            Stdio::from(
+                std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            )
+        });
+        let mut server =
+            Server::spawn("zonecached", c, port, stderr).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             server.wait_ready(),
             "zonecached did not start on port {port}"
@@ -281,11 +299,22 @@ impl Server {
         })
     }
 
-    fn spawn(name: &'static str, mut command: Command, port: u16) -> Result<Server, String> {
+    fn spawn(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        stderr: Option<Stdio>,
+    ) -> Result<Server, String> {
+        let inherit = stderr.is_none();
+        if inherit && std::env::var_os("RUST_LOG").is_none() {
+            // Warnings only on the test's own stderr: the request log's
+            // line per bad request would bury a failure's output.
+            command.env("RUST_LOG", "warn");
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr.unwrap_or_else(Stdio::inherit))
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e} (is it installed?)"))?;
         Ok(Server {
@@ -298,7 +327,7 @@ impl Server {
     fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Result<Server, String> {
         for _attempt in 0..5 {
             let port = free_port();
-            let mut server = Server::spawn(name, command(port), port)?;
+            let mut server = Server::spawn(name, command(port), port, None)?;
             if server.wait_ready() {
                 return Ok(server);
             }

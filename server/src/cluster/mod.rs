@@ -16,6 +16,7 @@ mod silence;
 mod stalls;
 mod stats;
 pub mod topology;
+mod tried;
 mod warm;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use topology::{NodeConfig, NodeTopology};
 pub use lease::Leases;
 pub use reload::{Cluster, ClusterOptions};
 pub use stalls::Stalls;
+pub use tried::{fell_back, is_read, Tried, ZoneIndex};
 pub use warm::{Warm, WarmState};
 
 /// Pipelined connections per peer and lane.
@@ -52,6 +54,8 @@ pub struct ClusterView {
     lease_peers: RemoteNodes,
     /// Whether this node may serve reads; kept across reloads.
     pub leases: Arc<Leases>,
+    /// Each node's zone, to say which zones a request called.
+    pub zones: Arc<ZoneIndex>,
 }
 
 impl ClusterView {
@@ -104,6 +108,7 @@ impl ClusterView {
         };
         ClusterView {
             me: topology.me,
+            zones: ZoneIndex::of(&router.topology),
             router,
             peers,
             lease_peers,
@@ -111,8 +116,15 @@ impl ClusterView {
         }
     }
 
-    /// Routes a client's command (one the plan does not keep local).
-    pub async fn serve(&self, exec: &Arc<Executor>, cmd: Command, lane: Lane) -> Reply {
+    /// Routes a client's command (one the plan does not keep local),
+    /// marking in `tried` the zones it calls.
+    pub async fn serve(
+        &self,
+        exec: &Arc<Executor>,
+        cmd: Command,
+        lane: Lane,
+        tried: &Arc<Tried>,
+    ) -> Reply {
         if let Command::TooLarge { .. } = cmd {
             // Counted where it was refused, as on a single node.
             let mut counters = ConnCounters {
@@ -127,6 +139,8 @@ impl ClusterView {
             peers: self.peers.clone(),
             exec: exec.clone(),
             leases: self.leases.clone(),
+            zones: self.zones.clone(),
+            tried: tried.clone(),
         };
         silence.apply(self.router.run(&hop, cmd, lane).await)
     }
@@ -140,6 +154,8 @@ struct LocalHop {
     peers: RemoteNodes,
     exec: Arc<Executor>,
     leases: Arc<Leases>,
+    zones: Arc<ZoneIndex>,
+    tried: Arc<Tried>,
 }
 
 impl Transport for LocalHop {
@@ -160,6 +176,9 @@ impl Transport for LocalHop {
         lane: Lane,
         deadline: Duration,
     ) -> Result<Response, Error> {
+        if let Some(zone) = self.zones.zone(&node.id) {
+            self.tried.mark(zone);
+        }
         if *node.id != *self.me {
             return self.peers.call(node, cmd, lane, deadline).await;
         }

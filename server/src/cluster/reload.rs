@@ -14,7 +14,7 @@ use zonecache_proto::{Command, Response};
 use super::lease::{Answer, Leases};
 use super::topology::{NodeTopology, Overrides};
 use super::warm::Warm;
-use super::ClusterView;
+use super::{ClusterView, Tried};
 use crate::exec::{Executor, Reply};
 use crate::stats::ConnCounters;
 
@@ -245,10 +245,17 @@ impl Cluster {
         ))
     }
 
-    /// Routes a client's command with the cluster as of now.
-    pub async fn serve(&self, exec: &Arc<Executor>, cmd: Command, lane: Lane) -> Reply {
+    /// Routes a client's command with the cluster as of now, marking in
+    /// `tried` the zones it calls.
+    pub async fn serve(
+        &self,
+        exec: &Arc<Executor>,
+        cmd: Command,
+        lane: Lane,
+        tried: &Arc<Tried>,
+    ) -> Reply {
         let drain = matches!(cmd, Command::PeerDrain { .. });
-        let reply = self.current().serve(exec, cmd, lane).await;
+        let reply = self.current().serve(exec, cmd, lane, tried).await;
         if drain && matches!(reply, Reply::Send(Response::Ok)) {
             self.save_drains();
         }

@@ -93,13 +93,15 @@ impl Executor {
     }
 
     /// Writes `VALUE …` for `key` if it is here (the streaming multi-get).
-    pub fn push_hit(&self, key: &[u8], touch: Option<i32>, cas: bool, out: &mut BytesMut) {
+    pub fn push_hit(&self, key: &[u8], touch: Option<i32>, cas: bool, out: &mut BytesMut) -> bool {
         let opts = ReadOptions {
             touch,
             ..ReadOptions::default()
         };
+        let mut hit = false;
         self.storage.read(key, opts, &mut |item| {
             if let Some(item) = item {
+                hit = true;
                 push_value(
                     out,
                     item.key,
@@ -109,6 +111,7 @@ impl Executor {
                 );
             }
         });
+        hit
     }
 
     /// The hits of a multi-key read, in the order asked.

@@ -17,8 +17,9 @@ use tokio::sync::watch;
 use zonecache_client::Lane;
 use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
 
+use super::request_log::{self, Entry};
 use super::{Front, HIGH_WATER};
-use crate::cluster::is_local;
+use crate::cluster::{fell_back, is_local, is_read, Tried};
 use crate::exec::{MultiRead, Reply};
 use crate::record::hotkeys::{self, HotKeyMode};
 use crate::record::latency::{self, Class};
@@ -50,7 +51,7 @@ pub async fn serve(
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut counters = ConnCounters::default();
     // Peer traffic (marked by `zc_peer`) is applied here and never routed.
-    let mut peer = false;
+    let mut from_peer = false;
     let result = 'conn: loop {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -90,10 +91,17 @@ pub async fn serve(
                 }
             };
             if cmd == Command::PeerHello {
-                peer = true;
+                from_peer = true;
             }
             let class = Class::of(&cmd);
             let data = !is_local(&cmd);
+            let (name, keys, read) = (
+                request_log::command_name(&cmd),
+                cmd.keys().len(),
+                is_read(&cmd),
+            );
+            let mut tried: Option<Arc<Tried>> = None;
+            let mut hits = None;
             if count_keys {
                 // Every keyed request this node serves, a peer's too.
                 hotkeys::record(cmd.keys(), seconds);
@@ -105,7 +113,7 @@ pub async fn serve(
                 }
                 continue;
             }
-            let reply = match (&front.cluster, peer) {
+            let reply = match (&front.cluster, from_peer) {
                 (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
@@ -122,9 +130,12 @@ pub async fn serve(
                             | Command::PeerDrain { .. }
                     ) =>
                 {
-                    cluster.serve(&front.exec, cmd, lane).await
+                    cluster.serve(&front.exec, cmd, lane, &Arc::default()).await
                 }
-                (Some(cluster), false) if data => cluster.serve(&front.exec, cmd, lane).await,
+                (Some(cluster), false) if data => {
+                    let t = tried.insert(Arc::default());
+                    cluster.serve(&front.exec, cmd, lane, t).await
+                }
                 _ if matches!(
                     cmd,
                     Command::KeyDump {
@@ -141,12 +152,40 @@ pub async fn serve(
                 }
                 _ => match MultiRead::of(&cmd, &mut counters) {
                     Some(read) => {
-                        stream_read(&front, &read, &mut stream, &mut wbuf, &mut counters).await?;
+                        hits = Some(
+                            stream_read(&front, &read, &mut stream, &mut wbuf, &mut counters)
+                                .await?,
+                        );
                         Reply::Silent
                     }
                     None => front.exec.execute(cmd, &mut counters),
                 },
             };
+            let outcome = match hits {
+                Some(hits) => request_log::read_outcome(hits, keys),
+                None => request_log::outcome(&reply, keys),
+            };
+            let now = Instant::now();
+            let took = now - mark;
+            latency::record(class, lane, took);
+            mark = now;
+            if front.log.wants(took, outcome) {
+                let zones = match (&front.cluster, &tried) {
+                    (Some(cluster), Some(t)) => cluster.current().zones.names(t.zones()),
+                    _ => String::new(),
+                };
+                front.log.write(&Entry {
+                    command: name,
+                    keys,
+                    lane,
+                    zones: &zones,
+                    fallback: fell_back(read, tried.as_ref().map_or(0, |t| t.zones())),
+                    outcome,
+                    took,
+                    client: peer,
+                    from_peer,
+                });
+            }
             match reply {
                 Reply::Send(response) => response.encode(&mut wbuf),
                 Reply::Silent => {}
@@ -156,9 +195,6 @@ pub async fn serve(
                 }
                 Reply::Drop => break 'conn Ok(()),
             }
-            let now = Instant::now();
-            latency::record(class, lane, now - mark);
-            mark = now;
             if wbuf.len() >= HIGH_WATER {
                 flush(&mut stream, &mut wbuf, &mut counters).await?;
             }
@@ -189,22 +225,24 @@ fn starved(front: &Front) -> bool {
 
 /// Streams a local multi-key read from the store into `wbuf`, sending it
 /// whenever it passes [`HIGH_WATER`] so a huge multi-get stays bounded.
+/// Returns how many keys were found.
 async fn stream_read(
     front: &Front,
     read: &MultiRead<'_>,
     stream: &mut TcpStream,
     wbuf: &mut BytesMut,
     counters: &mut ConnCounters,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
+    let mut hits = 0;
     for key in read.keys {
-        front.exec.push_hit(key, read.touch, read.cas, wbuf);
+        hits += usize::from(front.exec.push_hit(key, read.touch, read.cas, wbuf));
         if wbuf.len() >= HIGH_WATER {
             flush(stream, wbuf, counters).await?;
         }
     }
     // The end of a `VALUE … END` reply.
     Response::Values(Vec::new()).encode(wbuf);
-    Ok(())
+    Ok(hits)
 }
 
 /// Streams a crawler key dump of the whole store into `wbuf`, sending it

@@ -5,6 +5,7 @@
 
 mod connection;
 mod listener;
+pub mod request_log;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::exec::Executor;
 
 pub use listener::{bind, serve};
+pub use request_log::RequestLog;
 
 /// Replies above this size are sent before more is added, so a huge
 /// multi-get (or a slow reader) cannot make the node buffer without bound.
@@ -30,4 +32,6 @@ pub struct Front {
     pub parser: ParserConfig,
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
+    /// Which requests get a line in the request log.
+    pub log: RequestLog,
 }
