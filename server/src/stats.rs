@@ -238,6 +238,10 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("batch_connections", ld(&s.batch_connections));
             put("batch_shed", ld(&s.batch_shed));
             put("batch_lag_us", ld(&s.batch_lag_us));
+            put(
+                "request_log_dropped",
+                ld(&crate::record::REQUEST_LOG_DROPPED),
+            );
             put("get_hits", st.get_hits.to_string());
             put("get_misses", st.get_misses.to_string());
             put("get_expired", st.get_expired.to_string());

@@ -25,6 +25,7 @@ pub fn add_node(f: &mut Families, general: &Lines) {
         ("versions_superseded", "zonecache_versions_superseded_total", "Writes refused because the node held a newer version."),
         ("engine_promoted", "zonecache_engine_promotions_total", "Items promoted from the small queue to the main queue."),
         ("engine_ghost_hits", "zonecache_engine_ghost_hits_total", "Writes of keys recently evicted from the small queue (ghost hits)."),
+        ("request_log_dropped", "zonecache_request_log_dropped_total", "Request-log lines not written because a worker thread was over its cap of 1000 per second."),
         ("expired_unfetched", "zonecache_items_expired_unfetched_total", "Items expired without ever being read."),
         ("evicted_unfetched", "zonecache_items_evicted_unfetched_total", "Items evicted without ever being read."),
     ];

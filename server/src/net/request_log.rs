@@ -18,12 +18,11 @@ use zonecache_client::Lane;
 use zonecache_proto::{Command, MetaCode, Response};
 
 use crate::exec::Reply;
+use crate::record::REQUEST_LOG_DROPPED;
 
 /// Most lines one worker thread writes per second.
 pub const LINES_PER_SECOND: u32 = 1000;
 
-/// Lines not written because a thread was over its cap.
-pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Request ids, unique per node run.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -117,7 +116,7 @@ impl RequestLog {
             }
         });
         if !allowed {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+            REQUEST_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let id = format!("{}-{}", self.node, NEXT_ID.fetch_add(1, Ordering::Relaxed));
@@ -247,7 +246,7 @@ mod tests {
     #[test]
     fn a_thread_writes_at_most_its_cap_per_second() {
         let log = RequestLog::new(1.0, Duration::ZERO, "n".into());
-        let before = DROPPED.load(Ordering::Relaxed);
+        let before = REQUEST_LOG_DROPPED.load(Ordering::Relaxed);
         let entry = Entry {
             command: "get",
             keys: 1,
@@ -263,6 +262,6 @@ mod tests {
             log.write(&entry);
         }
         // Other tests' threads have budgets of their own.
-        assert!(DROPPED.load(Ordering::Relaxed) - before >= 5);
+        assert!(REQUEST_LOG_DROPPED.load(Ordering::Relaxed) - before >= 5);
     }
 }

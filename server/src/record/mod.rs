@@ -1,8 +1,15 @@
 //! What the request path records for the node's figures: service-time
-//! histograms (`latency`) and the hottest keys (`hotkeys`). Both are kept
+//! histograms (`latency`), the hottest keys (`hotkeys`) and the request
+//! log's dropped lines. Both are kept
 //! per worker thread, so recording shares nothing between threads, and
 //! merged when `stats` or a scrape reads them. Below `net` (which records)
 //! and `stats`/`metrics` (which read), importing neither.
 
 pub mod hotkeys;
 pub mod latency;
+
+use std::sync::atomic::AtomicU64;
+
+/// Request-log lines not written because a thread was over its cap
+/// (`net::request_log`), for `stats` and the scrape.
+pub static REQUEST_LOG_DROPPED: AtomicU64 = AtomicU64::new(0);
