@@ -17,6 +17,10 @@
 //!   second, the zones' drain weights and the membership from the nodes it
 //!   talks to, so a drain moves its reads and an added node gets its keys
 //!   without a restart.
+//! - **Figures.** Calls, their latency, keys hit and missed, fallbacks and
+//!   coalesced lookups go through the [`metrics`] facade
+//!   (`zonecache_client_*`), so the application's own exporter publishes
+//!   them; [`Client::stats`] has the totals too.
 //! - **Coalescing.** A [`Scope`] ([`Client::scope`]) reads each key once and
 //!   batches the keys of one request per owner node; concurrent reads of a
 //!   key across scopes share one request (single-flight).

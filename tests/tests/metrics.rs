@@ -372,3 +372,82 @@ fn hot_keys_show_in_a_scrape_and_in_status() {
     assert!(row("1").contains("hot:1"), "{out}");
     assert!(row("2").contains("warm:2"), "{out}");
 }
+
+#[test]
+fn the_rust_clients_figures_reach_the_apps_metrics_recorder() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use zonecache_client::{Client, StoreOptions};
+    let cluster = TestCluster::start(2, 1, "all", "");
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The app's recorder (here a local one, on the thread that runs the
+    // client's tasks).
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = Client::builder_file(cluster.config_path("a1"))
+                .build()
+                .unwrap();
+            client
+                .set("m:1", "v", StoreOptions::default())
+                .await
+                .unwrap();
+            assert!(client.get("m:1").await.unwrap().is_some());
+            assert!(client.get("m:none").await.unwrap().is_none());
+            assert!(client
+                .add("m:1", "w", StoreOptions::default())
+                .await
+                .is_err());
+        });
+    });
+    let mut seen = BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let (_, key) = key.into_parts();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let value = match value {
+            DebugValue::Counter(n) => n as f64,
+            DebugValue::Histogram(samples) => samples.len() as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+        };
+        seen.insert(name, value);
+    }
+    let get = |name: &str| {
+        seen.get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("{name} in {seen:#?}"))
+    };
+    assert_eq!(
+        get("zonecache_client_requests_total{lane=realtime,op=set,outcome=ok}"),
+        1.0
+    );
+    assert_eq!(
+        get("zonecache_client_requests_total{lane=realtime,op=get,outcome=ok}"),
+        2.0
+    );
+    assert_eq!(
+        get("zonecache_client_requests_total{lane=realtime,op=add,outcome=not_stored}"),
+        1.0
+    );
+    assert_eq!(
+        get("zonecache_client_request_duration_seconds{lane=realtime,op=get}"),
+        2.0
+    );
+    assert_eq!(
+        get("zonecache_client_keys_total{lane=realtime,result=hit}"),
+        1.0
+    );
+    assert_eq!(
+        get("zonecache_client_keys_total{lane=realtime,result=miss}"),
+        1.0
+    );
+    // The miss was looked for in zone b too.
+    assert_eq!(get("zonecache_client_fallbacks_total{lane=realtime}"), 1.0);
+}

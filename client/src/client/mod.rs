@@ -3,6 +3,7 @@
 //! (`write.rs`). Routing itself is the shared router's (`crate::route`).
 
 mod builder;
+mod exported;
 mod follow;
 mod read;
 mod view;
@@ -235,6 +236,7 @@ impl Client {
     pub(crate) fn count_coalesced(&self, n: u64) {
         if n > 0 {
             self.inner.stats.coalesced.fetch_add(n, Ordering::Relaxed);
+            exported::coalesced(self.lane, n);
         }
     }
 

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use tracing::Instrument;
 use zonecache_proto::{Response, Value};
 
-use super::{checked_key, Client, Item, Mode, SINGLE_FLIGHT_BOUND};
+use super::{checked_key, exported, Client, Item, Mode, SINGLE_FLIGHT_BOUND};
 use crate::error::Error;
 use crate::route::{read_command, Kind};
 
@@ -119,14 +120,17 @@ impl Client {
         );
         let lane = self.lane;
         let inner = &self.inner;
+        let started = Instant::now();
+        let mut fell_back = false;
         async move {
             let (values, mut failed) = match inner.mode {
                 Mode::Direct => {
                     let view = inner.views.current();
                     let found = view.router.multi_get(&view.nodes, &keys, touch, lane).await;
                     let span = tracing::Span::current();
+                    fell_back = found.zones_tried > 1;
                     span.record("zones_tried", found.zones_tried);
-                    span.record("fallback", found.zones_tried > 1);
+                    span.record("fallback", fell_back);
                     inner
                         .stats
                         .read_batches
@@ -150,15 +154,26 @@ impl Client {
             s.hits.fetch_add(values.len() as u64, Ordering::Relaxed);
             let misses = keys.len() - values.len() - failed.len();
             s.misses.fetch_add(misses as u64, Ordering::Relaxed);
-            match failed.values().next() {
+            let outcome = match failed.values().next() {
                 Some(e) => {
                     self.count_error(e);
                     tracing::Span::current().record("outcome", tracing::field::display(e));
+                    exported::failure(e)
                 }
                 None => {
                     tracing::Span::current().record("outcome", "ok");
+                    "ok"
                 }
-            }
+            };
+            let op = if touch.is_some() { "gat" } else { "get" };
+            exported::call(op, lane, outcome, started.elapsed());
+            exported::read_keys(
+                lane,
+                values.len() as u64,
+                misses as u64,
+                failed.len() as u64,
+                fell_back,
+            );
             keys.into_iter()
                 .map(|k| {
                     let lookup = match failed.remove(&k) {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use zonecache_proto::{Command, Response, Store, StoreMode};
 
-use super::{checked_key, stored, Client, Mode, StoreOptions};
+use super::{checked_key, exported, stored, Client, Mode, StoreOptions};
 use crate::error::Error;
 use crate::route::{Kind, Transport};
 
@@ -47,6 +47,7 @@ impl Client {
         );
         let inner = &self.inner;
         let lane = self.lane;
+        let started = std::time::Instant::now();
         async move {
             let result = match inner.mode {
                 Mode::Front => self.through_front(key, &cmd, Kind::Write).await,
@@ -62,6 +63,12 @@ impl Client {
                     tracing::Span::current().record("outcome", tracing::field::display(e))
                 }
             };
+            exported::call(
+                op,
+                lane,
+                exported::write_outcome(&result),
+                started.elapsed(),
+            );
             result
         }
         .instrument(span)
