@@ -6,6 +6,7 @@
 //! and `stats`/`metrics` (which read), importing neither.
 
 pub mod hotkeys;
+#[cfg(not(loom))]
 pub mod latency;
 
 use std::sync::atomic::AtomicU64;
