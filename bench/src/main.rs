@@ -228,6 +228,15 @@ struct ServerArgs {
     threads: usize,
 }
 
+impl ServerArgs {
+    fn settings(&self) -> ServerSettings {
+        ServerSettings {
+            memory_mb: self.memory,
+            threads: self.threads,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct WorkloadArgs {
     #[arg(long, default_value_t = 100_000)]
@@ -328,6 +337,17 @@ impl WorkloadArgs {
 }
 
 impl LoadArgs {
+    /// A closed loop at `--depth`, its target set by the scenario.
+    fn closed(&self) -> LoadSpec {
+        let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.build(
+            placeholder,
+            Mode::Closed {
+                depth: self.depth.max(1),
+            },
+        )
+    }
+
     fn build(&self, target: SocketAddr, mode: Mode) -> LoadSpec {
         LoadSpec {
             target,
@@ -399,20 +419,11 @@ fn main() -> std::process::ExitCode {
             pairs,
             open_fraction,
         } => workload.build().and_then(|w| {
-            let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
             scenarios::compare(
                 &CompareOptions {
-                    servers: ServerSettings {
-                        memory_mb: servers.memory,
-                        threads: servers.threads,
-                    },
+                    servers: servers.settings(),
                     workload: w,
-                    load: load.build(
-                        placeholder,
-                        Mode::Closed {
-                            depth: load.depth.max(1),
-                        },
-                    ),
+                    load: load.closed(),
                     pairs: pairs.max(1),
                     open_fraction,
                 },
@@ -428,20 +439,11 @@ fn main() -> std::process::ExitCode {
             if w.dist == zonecache_bench::workload::KeyDist::Uniform {
                 w.dist = zonecache_bench::workload::KeyDist::Zipf(1.1);
             }
-            let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
             zonecache_bench::hotkeys::hotkeys(
                 &zonecache_bench::hotkeys::HotKeysOptions {
-                    servers: ServerSettings {
-                        memory_mb: servers.memory,
-                        threads: servers.threads,
-                    },
+                    servers: servers.settings(),
                     workload: w,
-                    load: load.build(
-                        placeholder,
-                        Mode::Closed {
-                            depth: load.depth.max(1),
-                        },
-                    ),
+                    load: load.closed(),
                     pairs: pairs.max(1),
                 },
                 &cli.out,
@@ -580,10 +582,7 @@ fn main() -> std::process::ExitCode {
             value_size,
         } => scenarios::memory(
             &MemoryOptions {
-                servers: ServerSettings {
-                    memory_mb: servers.memory,
-                    threads: servers.threads,
-                },
+                servers: servers.settings(),
                 key_size,
                 value_size,
             },
@@ -598,10 +597,7 @@ fn main() -> std::process::ExitCode {
             seed,
         } => scenarios::hitratio(
             &HitRatioOptions {
-                servers: ServerSettings {
-                    memory_mb: servers.memory,
-                    threads: servers.threads,
-                },
+                servers: servers.settings(),
                 keys,
                 skew,
                 requests,
