@@ -101,6 +101,7 @@ pub mod addr;
 mod client;
 #[cfg(not(loom))]
 pub mod conn;
+pub mod credential;
 pub mod error;
 pub mod health;
 #[cfg(not(loom))]
@@ -120,6 +121,7 @@ pub use addr::NodeAddr;
 pub use client::{Client, ClientBuilder, ClientStats, Item, Lookup, Mode, StoreOptions};
 #[cfg(not(loom))]
 pub use conn::Connection;
+pub use credential::ClusterSecret;
 pub use error::Error;
 #[cfg(not(loom))]
 pub use lane::Lane;

@@ -15,6 +15,7 @@ use zonecache_proto::{Command, Response};
 
 use crate::addr::NodeAddr;
 use crate::conn::Connection;
+use crate::credential::ClusterSecret;
 use crate::error::{Error, MARKED_DOWN};
 use crate::health::Health;
 use crate::lane::Lane;
@@ -39,9 +40,10 @@ pub struct NodeOptions {
     /// Requests in flight to the node at once, per lane (realtime, batch);
     /// beyond it calls fail at once with [`Error::Busy`].
     pub max_in_flight: [usize; 2],
-    /// Sent first on every new connection (a node marks peer traffic with
-    /// `zc_peer`); an `ERROR` answer (stock memcached) is accepted.
-    pub hello: Option<Command>,
+    /// Proved on every new connection (`credential.rs`), making it a peer
+    /// link; a server without a cluster (stock memcached) answers `ERROR`,
+    /// which is accepted — it routes nothing.
+    pub secret: Option<ClusterSecret>,
     /// Batch traffic on connections and a budget of its own (and the node's
     /// batch port when it has one). `false` puts both lanes on the realtime
     /// connections — only useful to measure what lanes are worth.
@@ -57,7 +59,7 @@ impl Default for NodeOptions {
         NodeOptions {
             connections: 2,
             max_in_flight: [2048, 256],
-            hello: None,
+            secret: None,
             separate_lanes: true,
             mark_down: true,
         }
@@ -122,7 +124,7 @@ pub struct RemoteNode {
     pub config: NodeConfig,
     /// Realtime, batch.
     lanes: [LanePool; 2],
-    hello: Option<Command>,
+    secret: Option<ClusterSecret>,
     separate_lanes: bool,
     marks_down: bool,
     failures: AtomicU32,
@@ -146,7 +148,7 @@ impl RemoteNode {
                 LanePool::new(batch_addr, options.connections, options.max_in_flight[1]),
             ],
             config,
-            hello: options.hello.clone(),
+            secret: options.secret.clone(),
             separate_lanes: options.separate_lanes,
             marks_down: options.mark_down,
             failures: AtomicU32::new(0),
@@ -210,12 +212,13 @@ impl RemoteNode {
             Err(_) => return Err(Error::Timeout),
         };
         let c = Connection::connect(addr, deadline, pool.max_in_flight).await?;
-        if let Some(hello) = &self.hello {
-            match c.call(hello, deadline).await {
-                // Stock memcached does not know the marker; it has no routing to skip.
-                Ok(_) | Err(Error::UnknownCommand) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(secret) = &self.secret {
+            crate::credential::prove(&c, secret, deadline)
+                .await
+                .map_err(|e| match e {
+                    Error::Connection(why) => Error::Connection(format!("{}: {why}", pool.addr)),
+                    e => e,
+                })?;
         }
         *slot = Some(c.clone());
         Ok(c)

@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::credential::ClusterSecret;
 use serde::{Deserialize, Serialize};
 
 pub use crate::addr::NodeAddr;
@@ -155,6 +156,15 @@ pub struct ClusterConfig {
     /// treated as cold (flushed) when it is back.
     #[serde(default = "default_hints_max")]
     pub hints_max_bytes: usize,
+    /// The cluster secret in the file itself (prefer `secret_file`): the
+    /// credential peer links and direct-mode clients prove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// A file holding the cluster secret (relative to this config file's
+    /// folder): a mounted Kubernetes Secret, a file only the service
+    /// account can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -164,10 +174,30 @@ impl ClusterConfig {
         toml::from_str(text).map_err(|e| format!("cluster config: {e}"))
     }
 
-    /// Reads a config file.
+    /// Reads a config file; a relative `secret_file` is taken from the
+    /// file's folder.
     pub fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut config =
+            ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let (Some(file), Some(folder)) = (&config.secret_file, path.parent()) {
+            config.secret_file = Some(folder.join(file));
+        }
+        Ok(config)
+    }
+
+    /// The cluster secret the config names (`secret` or `secret_file`), if any.
+    pub fn cluster_secret(&self) -> Result<Option<ClusterSecret>, String> {
+        match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => {
+                Err("cluster config: give `secret` or `secret_file`, not both".into())
+            }
+            (Some(text), None) => ClusterSecret::new(text.as_bytes())
+                .map(Some)
+                .map_err(|e| format!("cluster config: {e}")),
+            (None, Some(path)) => ClusterSecret::read(path).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The zone `node` belongs to.
@@ -189,7 +219,8 @@ impl ClusterConfig {
     /// A cluster of `zones` × `nodes` on loopback, as `zonecache local`,
     /// the tests and the bench start it: zones `a`, `b`, …, nodes `a1`,
     /// `a2`, …; realtime ports from `base_port` in that order, then as many
-    /// batch ports after them. Defaults for everything else.
+    /// batch ports after them. A new random secret, in the file itself.
+    /// Defaults for everything else.
     pub fn local(zones: usize, nodes: usize, base_port: u16) -> Result<ClusterConfig, String> {
         const NAMES: &str = "abcdefgh";
         if zones == 0 || zones > NAMES.len() || nodes == 0 {
@@ -218,7 +249,10 @@ impl ClusterConfig {
                     .collect(),
             })
             .collect();
-        Ok(ClusterConfig::with_zones(zone_list))
+        Ok(ClusterConfig {
+            secret: Some(ClusterSecret::generate()),
+            ..ClusterConfig::with_zones(zone_list)
+        })
     }
 
     fn with_zones(zones: Vec<ZoneConfig>) -> ClusterConfig {
@@ -231,6 +265,8 @@ impl ClusterConfig {
             read_repair: true,
             batch_deadline_ms: default_batch_ms(),
             hints_max_bytes: default_hints_max(),
+            secret: None,
+            secret_file: None,
             zones,
         }
     }

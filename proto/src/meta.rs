@@ -163,10 +163,13 @@ const BAD_TOKEN: &str = "bad token in command line format";
 /// Parses flag tokens after the key (and after the data length for ms).
 /// `key` is decoded in place when `b` is present. The returned error is the
 /// `CLIENT_ERROR` message.
+/// `deletes`: the command is `md`, the only one `x` (remove the value,
+/// keep the item) belongs to.
 pub(crate) fn parse_flags(
     key: &mut Bytes,
     tokens: &[Bytes],
     errors: FlagErrors,
+    deletes: bool,
 ) -> Result<MetaFlags, &'static str> {
     let mut flags = MetaFlags {
         tokens: Vec::with_capacity(tokens.len()),
@@ -184,6 +187,9 @@ pub(crate) fn parse_flags(
             return Err(generic("duplicate flag"));
         }
         seen[flag as usize] = true;
+        if flag == b'x' && !deletes {
+            return Err(generic("invalid flag"));
+        }
         let arg = token.slice(1..);
         if flag == b'b' {
             match base64::engine::general_purpose::STANDARD.decode(&key[..]) {

@@ -71,12 +71,16 @@ impl std::fmt::Display for Fatal {
 impl std::error::Error for Fatal {}
 
 /// A parser for one connection. It is stateful only while it swallows the
-/// data block of a refused, too-large value.
+/// data block of a refused value.
 #[derive(Debug, Clone)]
 pub struct RequestParser {
     config: ParserConfig,
     /// Bytes of a refused data block still to be discarded.
     swallow: usize,
+    /// The refusal, given once its data block is swallowed: memcached
+    /// answers a too-large value or a bad `ms` flag only after reading the
+    /// data (and a reply sent earlier would reach a client still sending).
+    after_swallow: Option<Command>,
 }
 
 /// Space-separated tokens of one line, as offsets into the line, plus where
@@ -177,7 +181,11 @@ const BAD_EXPTIME: &str = "invalid exptime argument";
 impl RequestParser {
     /// A parser for a server with this configuration.
     pub fn new(config: ParserConfig) -> Self {
-        RequestParser { config, swallow: 0 }
+        RequestParser {
+            config,
+            swallow: 0,
+            after_swallow: None,
+        }
     }
 
     /// The configuration this parser enforces.
@@ -195,6 +203,9 @@ impl RequestParser {
             self.swallow -= n;
             if self.swallow > 0 {
                 return Ok(None);
+            }
+            if let Some(refusal) = self.after_swallow.take() {
+                return Ok(Some(refusal));
             }
         }
         let Some(line) = find_line(buf) else {
@@ -228,6 +239,26 @@ impl RequestParser {
         let line_bytes = buf.split_to(line.consumed).freeze();
         let text = line_bytes.slice(..line.text_len);
         Ok(Some(self.parse_line(&text, &tokens)))
+    }
+
+    /// Swallows the `vlen`-byte data block (and its `\r\n`) of a refused
+    /// store, then gives `refusal`: now if the block is in `buf`, else
+    /// from the [`RequestParser::parse`] call that swallows its end.
+    fn refuse_after_data(
+        &mut self,
+        buf: &mut BytesMut,
+        vlen: usize,
+        refusal: Command,
+    ) -> Option<Command> {
+        let block = vlen + 2;
+        let n = block.min(buf.len());
+        buf.advance(n);
+        if n == block {
+            return Some(refusal);
+        }
+        self.swallow = block - n;
+        self.after_swallow = Some(refusal);
+        None
     }
 
     /// memcached's rule for input with no newline yet.
@@ -294,12 +325,15 @@ impl RequestParser {
         if !self.config.item_fits(key_len, flags, vlen) {
             let key = Bytes::copy_from_slice(tokens.get(text, 1));
             buf.advance(line.consumed);
-            self.swallow = vlen + 2;
-            return Some(Command::TooLarge {
-                key,
-                remove_existing: mode == StoreMode::Set,
-                noreply,
-            });
+            return self.refuse_after_data(
+                buf,
+                vlen,
+                Command::TooLarge {
+                    key,
+                    remove_existing: mode == StoreMode::Set,
+                    noreply,
+                },
+            );
         }
         let total = line.consumed + vlen + 2;
         if buf.len() < total {
@@ -351,27 +385,28 @@ impl RequestParser {
             _ => return reject(buf, BAD_FORMAT),
         };
         let total = line.consumed + vlen + 2;
-        // Flag errors and too-large values swallow the data block; check them
-        // before waiting for it, as memcached answers before reading it.
+        // Flag errors and too-large values swallow the data block (and are
+        // answered once it is swallowed, as memcached does).
         let mut key = Bytes::copy_from_slice(tokens.get(text, 1));
         let flag_tokens: Vec<Bytes> = (3..n)
             .map(|i| Bytes::copy_from_slice(tokens.get(text, i)))
             .collect();
-        let checked = parse_flags(&mut key, &flag_tokens, FlagErrors::Precise).and_then(|f| {
-            if f.opaque.as_ref().is_some_and(|o| o.len() > MAX_OPAQUE_LEN) {
-                return Err("opaque token too long");
-            }
-            match f.mode {
-                None | Some(b'E' | b'A' | b'P' | b'R' | b'S') => Ok(f),
-                Some(_) => Err("invalid mode for ms M token"),
-            }
-        });
+        let checked =
+            parse_flags(&mut key, &flag_tokens, FlagErrors::Precise, false).and_then(|f| {
+                if f.opaque.as_ref().is_some_and(|o| o.len() > MAX_OPAQUE_LEN) {
+                    return Err("opaque token too long");
+                }
+                match f.mode {
+                    None | Some(b'E' | b'A' | b'P' | b'R' | b'S') => Ok(f),
+                    Some(_) => Err("invalid mode for ms M token"),
+                }
+            });
         let flags = match checked {
             Ok(f) => f,
             Err(message) => {
                 buf.advance(line.consumed);
-                self.swallow = vlen + 2;
-                return Some(Command::Invalid(ErrorReply::client(message, false)));
+                let refusal = Command::Invalid(ErrorReply::client(message, false));
+                return self.refuse_after_data(buf, vlen, refusal);
             }
         };
         if !self
@@ -379,12 +414,12 @@ impl RequestParser {
             .item_fits(key.len(), flags.client_flags.unwrap_or(0), vlen)
         {
             buf.advance(line.consumed);
-            self.swallow = vlen + 2;
-            return Some(Command::TooLarge {
+            let refusal = Command::TooLarge {
                 key,
                 remove_existing: true,
                 noreply: false,
-            });
+            };
+            return self.refuse_after_data(buf, vlen, refusal);
         }
         if buf.len() < total {
             return None;
@@ -534,7 +569,8 @@ impl RequestParser {
             }
             b"version" => Command::Version,
             b"quit" => Command::Quit,
-            b"zc_peer" => Command::PeerHello,
+            b"zc_challenge" if n == 2 => Command::PeerChallenge { nonce: slice(1) },
+            b"zc_peer" if n == 2 => Command::PeerHello { proof: slice(1) },
             b"zc_leave" if n == 1 => Command::Leave,
             b"zc_asked" if n == 2 => Command::PeerAsked { node: slice(1) },
             b"zc_dump" if n >= 5 && n % 2 == 1 => match (parse_u64(tok(1)), parse_u32(tok(2))) {
@@ -664,7 +700,7 @@ impl RequestParser {
         } else {
             FlagErrors::Generic
         };
-        let flags = match parse_flags(&mut key, &flag_tokens, errors) {
+        let flags = match parse_flags(&mut key, &flag_tokens, errors, name[1] == b'd') {
             Ok(f) => f,
             Err(m) => return reject(m),
         };

@@ -240,9 +240,22 @@ pub enum Command {
     },
     /// `quit`: close after answering what came before.
     Quit,
-    /// `zc_peer`: marks the connection as zonecache peer traffic, which is
-    /// applied locally and never routed again (not a memcached command).
-    PeerHello,
+    /// `zc_challenge <nonce>`: a node (or a direct-mode client) opening a
+    /// peer link sends a fresh nonce (hex); a cluster node answers
+    /// [`crate::Response::Challenge`]: its own nonce and its proof that it
+    /// holds the cluster secret.
+    PeerChallenge {
+        /// The caller's nonce, as sent (hex).
+        nonce: Bytes,
+    },
+    /// `zc_peer <proof>`: the caller's proof (hex HMAC over both nonces)
+    /// that it holds the cluster secret; once accepted, the connection is
+    /// zonecache peer traffic, applied locally and never routed again.
+    /// Without a valid proof it is an unknown command (`ERROR`).
+    PeerHello {
+        /// The proof, as sent (hex).
+        proof: Bytes,
+    },
     /// `mn`: the meta no-op, a pipeline marker.
     MetaNoop,
     /// `me <key> [b]`: the meta debug command.
@@ -416,7 +429,12 @@ impl Command {
             }
             Command::Stats { args } => push_key_line(out, "stats", args),
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
-            Command::PeerHello => out.extend_from_slice(b"zc_peer\r\n"),
+            Command::PeerChallenge { nonce } => {
+                push_key_line(out, "zc_challenge", std::slice::from_ref(nonce))
+            }
+            Command::PeerHello { proof } => {
+                push_key_line(out, "zc_peer", std::slice::from_ref(proof))
+            }
             Command::Leave => out.extend_from_slice(b"zc_leave\r\n"),
             Command::MetaNoop => out.extend_from_slice(b"mn\r\n"),
             Command::MetaDebug { key, base64 } => {
@@ -470,6 +488,23 @@ impl Command {
             Command::MetaSet { meta, .. } => std::slice::from_ref(&meta.key),
             _ => &[],
         }
+    }
+
+    /// Whether only an authenticated peer may send this command (the `zc_`
+    /// commands that bypass routing or steer a node); to anyone else a
+    /// cluster node answers `ERROR`, as to an unknown command.
+    /// `zc_challenge` and `zc_peer` are how a peer authenticates, so they
+    /// are not in this list.
+    pub fn is_peer_only(&self) -> bool {
+        matches!(
+            self,
+            Command::PeerLease { .. }
+                | Command::PeerDrain { .. }
+                | Command::PeerAsked { .. }
+                | Command::Leave
+                | Command::PeerDump { .. }
+                | Command::VersionedGet { .. }
+        )
     }
 
     /// Whether the client asked for no reply to this command.

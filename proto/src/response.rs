@@ -144,6 +144,15 @@ pub enum Response {
     },
     /// One page of a key dump (`zc_dump`).
     Dump(DumpPage),
+    /// `ZC_CHALLENGE <nonce> <proof>`: a cluster node's answer to
+    /// `zc_challenge`: its nonce and its proof (both hex) that it holds
+    /// the cluster secret.
+    Challenge {
+        /// The node's nonce.
+        nonce: Bytes,
+        /// HMAC over the caller's nonce and the node's.
+        proof: Bytes,
+    },
     /// `STORED`
     Stored,
     /// `NOT_STORED`
@@ -252,6 +261,13 @@ impl Response {
             Response::Deleted => out.extend_from_slice(b"DELETED\r\n"),
             Response::Touched => out.extend_from_slice(b"TOUCHED\r\n"),
             Response::Ok => out.extend_from_slice(b"OK\r\n"),
+            Response::Challenge { nonce, proof } => {
+                out.extend_from_slice(b"ZC_CHALLENGE ");
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(b" ");
+                out.extend_from_slice(proof);
+                out.extend_from_slice(b"\r\n");
+            }
             Response::Reset => out.extend_from_slice(b"RESET\r\n"),
             Response::Number(n) => {
                 push_u64(out, *n);
@@ -373,6 +389,15 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ResponseEr
             let rest_after = |word: &[u8]| Bytes::copy_from_slice(&first[word.len()..]);
             if let Some(v) = first.strip_prefix(b"VERSION ") {
                 Response::Version(Bytes::copy_from_slice(v))
+            } else if let Some(rest) = first.strip_prefix(b"ZC_CHALLENGE ") {
+                let mut words = split_words(rest);
+                match (words.next(), words.next(), words.next()) {
+                    (Some(nonce), Some(proof), None) => Response::Challenge {
+                        nonce: Bytes::copy_from_slice(nonce),
+                        proof: Bytes::copy_from_slice(proof),
+                    },
+                    _ => return Err(bad("bad challenge", first)),
+                }
             } else if first.starts_with(b"CLIENT_ERROR") {
                 Response::ClientError(trim_message(rest_after(b"CLIENT_ERROR")))
             } else if first.starts_with(b"SERVER_ERROR") {

@@ -136,7 +136,12 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         Just(Command::Version),
         Just(Command::Quit),
         Just(Command::MetaNoop),
-        Just(Command::PeerHello),
+        "[0-9a-f]{32}".prop_map(|nonce| Command::PeerChallenge {
+            nonce: Bytes::from(nonce)
+        }),
+        "[0-9a-f]{64}".prop_map(|proof| Command::PeerHello {
+            proof: Bytes::from(proof)
+        }),
         Just(Command::Leave),
         (
             any::<u64>(),
@@ -236,6 +241,10 @@ fn response_strategy() -> impl Strategy<Value = Response> {
         Just(Response::Deleted),
         Just(Response::Touched),
         Just(Response::Ok),
+        ("[0-9a-f]{32}", "[0-9a-f]{64}").prop_map(|(nonce, proof)| Response::Challenge {
+            nonce: Bytes::from(nonce),
+            proof: Bytes::from(proof)
+        }),
         Just(Response::Reset),
         Just(Response::Error),
         Just(Response::MetaNoop),

@@ -7,17 +7,19 @@
 //! is.
 
 use std::time::Duration;
-use zonecache_client::NodeAddr;
+use zonecache_client::{ClusterSecret, NodeAddr};
 
-use crate::status::{exchange, nodes, Figures, Source};
+use crate::status::{exchange_as_peer, nodes, Figures, Source};
 
 /// Moves `zone`'s weight from where the nodes have it to `to` percent,
 /// `step` points at a time, `interval` apart, printing each step. Fails
 /// when a step reached no node outside the zone, or a node outside the
 /// zone missed the final weight; the zone's own nodes that missed it (it
-/// may be down: that is when it is drained) are only named.
+/// may be down: that is when it is drained) are only named. Nodes take a
+/// weight only from a holder of the cluster `secret`.
 pub fn drain(
     source: &Source,
+    secret: &ClusterSecret,
     zone: &str,
     to: u8,
     step: u8,
@@ -44,7 +46,7 @@ pub fn drain(
         missed.clear();
         let (mut others, mut own) = (0, 0);
         for (id, z, addr) in &all {
-            match set_weight(addr, zone, *w) {
+            match set_weight(addr, secret, zone, *w) {
                 Ok(()) if z == zone => own += 1,
                 Ok(()) => others += 1,
                 Err(e) => missed.push((z == zone, format!("{id}: {e}"))),
@@ -108,9 +110,14 @@ fn current_weight(nodes: &[(String, String, NodeAddr)], zone: &str) -> u8 {
         .unwrap_or(0)
 }
 
-fn set_weight(addr: &NodeAddr, zone: &str, percent: u8) -> Result<(), String> {
+fn set_weight(
+    addr: &NodeAddr,
+    secret: &ClusterSecret,
+    zone: &str,
+    percent: u8,
+) -> Result<(), String> {
     let request = format!("zc_drain {zone} {percent}\r\n");
-    let reply = exchange(addr, request.as_bytes(), |t| t.ends_with("\r\n"))?;
+    let reply = exchange_as_peer(addr, secret, request.as_bytes(), |t| t.ends_with("\r\n"))?;
     match reply.trim_end() {
         "OK" => Ok(()),
         other => Err(format!("answered {other:?}")),

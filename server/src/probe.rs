@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use zonecache_client::NodeAddr;
+use zonecache_client::{ClusterSecret, NodeAddr};
 
-use crate::status::{exchange, Figures};
+use crate::status::{exchange_as_peer, Figures};
 
 /// Why a node is not ready for clients, from its `stats` and `stats
 /// zones` lines; `None`: ready. Ready means it is not warming (≥ 95 % of
@@ -58,8 +58,10 @@ pub fn ready_as(addr: &NodeAddr, count_drain: bool) -> Result<(), String> {
 
 /// Tells the node at `addr` it is leaving (its reads go to other zones
 /// from now on), then waits `grace` for requests in flight to finish.
-pub fn leave(addr: &NodeAddr, grace: Duration) -> Result<(), String> {
-    let reply = exchange(addr, b"zc_leave\r\n", |t| t.ends_with("\r\n"))?;
+/// Only a holder of the cluster `secret` may.
+pub fn leave(addr: &NodeAddr, secret: &ClusterSecret, grace: Duration) -> Result<(), String> {
+    let reply = exchange_as_peer(addr, secret, b"zc_leave\r\n", |t| t.ends_with("\r\n"))
+        .map_err(|e| format!("{addr} {e}"))?;
     if reply != "OK\r\n" {
         return Err(format!(
             "{addr} answered {:?} (not a cluster node?)",

@@ -135,6 +135,9 @@ fn p99(latencies: &mut [u64]) -> u64 {
 pub fn roll(dir: &Path, opts: &RollOptions) -> Result<(), String> {
     let mut state = LocalState::load(dir)?;
     let config = ClusterConfig::load(&state.nodes[0].config)?;
+    let secret = config
+        .cluster_secret()?
+        .ok_or("the cluster's config names no secret")?;
     let probe = match opts.probe_rate {
         0 => None,
         rate => Some(Probe::start(config, rate)?),
@@ -185,7 +188,7 @@ pub fn roll(dir: &Path, opts: &RollOptions) -> Result<(), String> {
             i + 1,
             node.zone
         );
-        if let Err(e) = probe::leave(&addr, opts.grace) {
+        if let Err(e) = probe::leave(&addr, &secret, opts.grace) {
             println!("  leave: {e} (stopping it anyway)");
         }
         println!("{} {}: stopping", at(), node.id);

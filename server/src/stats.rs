@@ -42,6 +42,10 @@ pub struct ServerStats {
     pub batch_connections: AtomicU64,
     /// Batch-lane requests answered `SERVER_ERROR busy` because the lane was starved.
     pub batch_shed: AtomicU64,
+    /// Connections that proved the cluster secret (peer links, direct-mode clients).
+    pub peer_links_accepted: AtomicU64,
+    /// Proofs of the cluster secret that failed (`zc_peer` answered `ERROR`).
+    pub peer_links_refused: AtomicU64,
     /// How late the batch lane's thread runs its timer (µs, decaying peak):
     /// its measure of being starved by realtime work.
     pub batch_lag_us: AtomicU64,
@@ -238,6 +242,8 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("batch_connections", ld(&s.batch_connections));
             put("batch_shed", ld(&s.batch_shed));
             put("batch_lag_us", ld(&s.batch_lag_us));
+            put("peer_links_accepted", ld(&s.peer_links_accepted));
+            put("peer_links_refused", ld(&s.peer_links_refused));
             put(
                 "request_log_dropped",
                 ld(&crate::record::REQUEST_LOG_DROPPED),

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use zonecache_client::{ClusterConfig, NodeAddr};
+use zonecache_client::{ClusterConfig, ClusterSecret, NodeAddr};
 
 /// How long one node may take to answer before it counts as down.
 const NODE_DEADLINE: Duration = Duration::from_millis(800);
@@ -261,12 +261,62 @@ pub(crate) fn exchange(
     request: &[u8],
     complete: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
+    let mut s = connect(addr)?;
+    s.write_all(request).map_err(|e| e.to_string())?;
+    read_until(&mut s, complete)
+}
+
+/// [`exchange`] for the commands only a peer may send (`zc_drain`,
+/// `zc_leave`): proves `secret` first, as a peer link does (the client's
+/// `credential.rs`), and checks the node proves it too.
+pub(crate) fn exchange_as_peer(
+    addr: &NodeAddr,
+    secret: &ClusterSecret,
+    request: &[u8],
+    complete: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let mut s = connect(addr)?;
+    let ours = ClusterSecret::nonce();
+    s.write_all(format!("zc_challenge {ours}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let line = read_until(&mut s, |t| t.ends_with("\r\n"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ["ZC_CHALLENGE", theirs, proof] = words[..] else {
+        return Err(format!(
+            "answered {:?} to the peer challenge (not a node of a cluster?)",
+            line.trim_end()
+        ));
+    };
+    if !ClusterSecret::is_nonce(theirs.as_bytes())
+        || !secret.verify_node(ours.as_bytes(), theirs.as_bytes(), proof.as_bytes())
+    {
+        return Err("did not prove the cluster secret: is its secret this config's?".into());
+    }
+    let hello = format!(
+        "zc_peer {}\r\n",
+        secret.caller_proof(ours.as_bytes(), theirs.as_bytes())
+    );
+    s.write_all(&[hello.as_bytes(), request].concat())
+        .map_err(|e| e.to_string())?;
+    let text = read_until(&mut s, |t| {
+        t.starts_with("ERROR\r\n") || t.strip_prefix("OK\r\n").is_some_and(&complete)
+    })?;
+    match text.strip_prefix("OK\r\n") {
+        Some(reply) => Ok(reply.to_string()),
+        None => Err("refused our proof of the cluster secret: is its secret this config's?".into()),
+    }
+}
+
+fn connect(addr: &NodeAddr) -> Result<TcpStream, String> {
     // Resolved each time: a node replaced under its name has a new IP.
     let addr = addr.resolve().map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).map_err(|e| e.to_string())?;
+    let s = TcpStream::connect_timeout(&addr, NODE_DEADLINE).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(NODE_DEADLINE))
         .map_err(|e| e.to_string())?;
-    s.write_all(request).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+fn read_until(s: &mut TcpStream, complete: impl Fn(&str) -> bool) -> Result<String, String> {
     let mut text = String::new();
     let mut buf = [0u8; 16 * 1024];
     while !complete(&text) {

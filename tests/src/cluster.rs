@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use zonecache_client::{ClusterConfig, NodeAddr, NodeConfig, Ring, WritePolicy};
+use zonecache_client::{ClusterConfig, ClusterSecret, NodeAddr, NodeConfig, Ring, WritePolicy};
 
 use crate::conn::Conn;
 use crate::procs::{free_port, free_port_range, Server};
@@ -297,14 +297,25 @@ impl TestCluster {
         self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
     }
 
-    /// A connection marked as peer traffic: reads this node's own store only.
+    /// A connection that proved the cluster secret (peer traffic): reads
+    /// this node's own store only.
     pub fn local(&self, id: &str) -> Conn {
         let mut c = self.node(id).server.connect();
-        // Ended by `mn`, not the sync marker: the marker is a read, which a
-        // node lacking a peer's read lease refuses on a peer connection.
-        c.send(b"zc_peer\r\nmn\r\n");
-        assert_eq!(c.read_until(b"MN\r\n"), b"OK\r\nMN\r\n");
+        c.prove(&self.secret());
         c
+    }
+
+    /// What every node's config says (less its `node`).
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The cluster secret every node's config names.
+    pub fn secret(&self) -> ClusterSecret {
+        self.config
+            .cluster_secret()
+            .expect("the secret reads")
+            .expect("a test cluster has a secret")
     }
 
     /// Node ids of one zone.

@@ -51,6 +51,46 @@ impl Conn {
         out
     }
 
+    /// Whether nothing arrives within `wait` (then the connection is as
+    /// before; bytes that do arrive are dropped).
+    pub fn nothing_within(&mut self, wait: Duration) -> bool {
+        self.stream.set_read_timeout(Some(wait)).expect("timeout");
+        let mut buf = [0u8; 1024];
+        let quiet = match self.stream.read(&mut buf) {
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        self.stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("timeout");
+        quiet
+    }
+
+    /// Proves the cluster secret on this connection, as a peer link does
+    /// (the client's `credential.rs`): from then on it is peer traffic,
+    /// applied where it lands. Panics unless the node proves it too and
+    /// takes the proof.
+    pub fn prove(&mut self, secret: &zonecache_client::ClusterSecret) {
+        use zonecache_client::ClusterSecret;
+        let ours = ClusterSecret::nonce();
+        self.send(format!("zc_challenge {ours}\r\n").as_bytes());
+        let line = String::from_utf8(self.read_until(b"\r\n")).expect("text");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ["ZC_CHALLENGE", theirs, proof] = words[..] else {
+            panic!("answer to zc_challenge: {line:?}");
+        };
+        assert!(
+            secret.verify_node(ours.as_bytes(), theirs.as_bytes(), proof.as_bytes()),
+            "the node's proof does not check"
+        );
+        let mine = secret.caller_proof(ours.as_bytes(), theirs.as_bytes());
+        self.send(format!("zc_peer {mine}\r\n").as_bytes());
+        assert_eq!(self.read_until(b"\r\n"), b"OK\r\n");
+    }
+
     /// A `stats` value. Read without the sync marker, which is itself a read
     /// and would show in read counters.
     pub fn stat(&mut self, name: &str) -> u64 {

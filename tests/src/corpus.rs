@@ -361,6 +361,24 @@ pub fn cases() -> Vec<Case> {
                 "mg\r\n",
                 "mg a zz\r\n",
                 "mg a v v\r\n",
+                // `x` belongs to md only (issue 14's fuzzing differences).
+                "mg a x1\r\n",
+                "mg a x\r\n",
+                "ms a 2 x\r\nab\r\n",
+                "ms a 2 T1 T2\r\nab\r\n",
+                "ms a 2 Z\r\nab\r\n",
+                "ma a x\r\n",
+            ],
+        ),
+        lines(
+            "meta set invalidate with compare CAS 0",
+            &[
+                "set e 0 0 1\r\nx\r\n",
+                "ms e 2 I C0\r\nab\r\n",
+                "ms e 2 C0\r\nab\r\n",
+                "mg e v\r\n",
+                "ms e 2 I C1\r\nab\r\n",
+                "mg e v\r\n",
             ],
         ),
         // ---- bad input ----

@@ -202,3 +202,47 @@ fn a_data_block_is_never_run_as_a_command() {
         }
     }
 }
+
+/// memcached answers a refused store (too large for the cache, or an `ms`
+/// with a bad flag) only once it has swallowed the data block; so does
+/// zonecached, so a client still sending its value never reads a reply to
+/// it early. Side by side with stock memcached.
+#[test]
+fn a_refused_store_is_answered_after_its_data_block() {
+    let memcached = Server::memcached(&[]);
+    let zonecached = Server::zonecached(&[]);
+    let big = 2_000_000;
+    let cases: [(String, usize, &[u8]); 2] = [
+        (
+            format!("set k 0 0 {big}\r\n"),
+            big,
+            b"SERVER_ERROR object too large for cache\r\n",
+        ),
+        (
+            "ms k 100 Z\r\n".to_string(),
+            100,
+            b"CLIENT_ERROR invalid flag\r\n",
+        ),
+    ];
+    for server in [&memcached, &zonecached] {
+        for (line, len, refusal) in &cases {
+            let mut c = server.connect();
+            c.send(line.as_bytes());
+            c.send(&vec![b'x'; len / 2]);
+            // Nothing yet, however long we wait: a short wait only makes
+            // this pass more easily, never fail.
+            c.send(b"mn\r\n");
+            assert!(
+                c.nothing_within(Duration::from_millis(300)),
+                "{}: answered before the data block ended ({line:?})",
+                server.name
+            );
+            // The rest of the block ("mn\r\n" above was data too).
+            c.send(&vec![b'x'; len - len / 2 - 4]);
+            c.send(b"\r\nmn\r\n");
+            let mut want = refusal.to_vec();
+            want.extend_from_slice(b"MN\r\n");
+            assert_eq!(c.read_until(b"MN\r\n"), want, "{} {line:?}", server.name);
+        }
+    }
+}

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use zonecache_server::cluster::topology::NodeTopology;
 
+/// Where compose mounts the secret `cluster_secret`.
+const SECRET_MOUNT: &str = "/run/secrets/cluster_secret";
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -21,6 +24,14 @@ fn compose_file_agrees_with_the_cluster_configs() {
     let services = compose["services"].as_mapping().expect("services");
     assert_eq!(services.len(), 6, "3 zones x 2 nodes");
     assert!(repo().join("Dockerfile").exists());
+    assert_eq!(
+        compose["secrets"]["cluster_secret"]["environment"].as_str(),
+        Some("ZONECACHE_CLUSTER_SECRET")
+    );
+    let secrets = std::env::temp_dir().join(format!("zc-compose-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets).unwrap();
+    let secret = secrets.join("secret");
+    std::fs::write(&secret, "a cluster secret of enough bytes").unwrap();
     let mut layouts = Vec::new();
     let mut zones_seen = BTreeMap::<String, usize>::new();
     for (name, svc) in services {
@@ -50,7 +61,24 @@ fn compose_file_agrees_with_the_cluster_configs() {
             .find(|v| v.split(':').nth(1) == Some(config_arg))
             .unwrap_or_else(|| panic!("{name}: nothing mounted at {config_arg}"));
         let host_path = repo().join(mount.split(':').next().unwrap());
-        let topology = NodeTopology::load(&host_path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The secret compose mounts, read here from a file of the test's.
+        assert_eq!(
+            svc["secrets"][0].as_str(),
+            Some("cluster_secret"),
+            "{name} gets the cluster secret"
+        );
+        let text = std::fs::read_to_string(&host_path).unwrap();
+        assert!(
+            text.contains(&format!("secret_file = \"{SECRET_MOUNT}\"")),
+            "{name}"
+        );
+        let config = secrets.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            text.replace(SECRET_MOUNT, secret.to_str().unwrap()),
+        )
+        .unwrap();
+        let topology = NodeTopology::load(&config).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(topology.me.id, name, "the config names its own service");
         let ip = svc["networks"]["zonecache"]["ipv4_address"]
             .as_str()
@@ -96,4 +124,5 @@ fn compose_file_agrees_with_the_cluster_configs() {
         zones_seen.into_iter().collect::<Vec<_>>(),
         vec![("a".into(), 2), ("b".into(), 2), ("c".into(), 2)]
     );
+    let _ = std::fs::remove_dir_all(&secrets);
 }

@@ -66,6 +66,16 @@ fn the_manifests_agree_with_the_topology_and_each_other() {
         .expect("cluster.toml");
     let dir = std::env::temp_dir().join(format!("zc-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // The nodes read the secret from the Secret's mount; here from a file
+    // of the test's.
+    let secret_mount = "/etc/zonecache-secret";
+    assert!(
+        config.contains(&format!("secret_file = \"{secret_mount}/secret\"")),
+        "{config}"
+    );
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a cluster secret of enough bytes\n").unwrap();
+    let config = config.replace(&format!("{secret_mount}/secret"), secret.to_str().unwrap());
     let path = dir.join("cluster.toml");
     std::fs::write(&path, config).unwrap();
     let mut pods = 0;
@@ -105,6 +115,22 @@ fn the_manifests_agree_with_the_topology_and_each_other() {
         let config_path = arg("--config");
         let mount_path = mount["mountPath"].as_str().unwrap();
         assert_eq!(config_path, format!("{mount_path}/cluster.toml"));
+        let secret_volume = container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(secret_mount))
+            .expect("the cluster secret's mount");
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == secret_volume["name"])
+            .expect("the secret's volume");
+        assert_eq!(
+            volume["secret"]["secretName"].as_str(),
+            Some("zonecache-cluster-secret")
+        );
         assert_eq!(arg("-p"), "11211");
         assert_eq!(arg("--batch-port"), "11212");
         // Ready only when warm (the node's /readyz on its metrics port);
@@ -126,9 +152,12 @@ fn the_manifests_agree_with_the_topology_and_each_other() {
             container["livenessProbe"]["httpGet"]["path"].as_str(),
             Some("/healthz")
         );
-        assert_eq!(
-            strings(&container["lifecycle"]["preStop"]["exec"]["command"])[..2],
-            ["zonecache", "leave"]
+        // The preStop hook proves the cluster secret the config names.
+        let hook = strings(&container["lifecycle"]["preStop"]["exec"]["command"]);
+        assert_eq!(hook[..2], ["zonecache", "leave"]);
+        assert!(
+            hook.windows(2).any(|w| w == ["--config", config_path]),
+            "{hook:?}"
         );
         // Every pod of the set is a node of this zone, at its DNS name.
         for ordinal in 0..replicas {

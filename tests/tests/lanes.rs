@@ -37,7 +37,7 @@ fn the_batch_port_serves_and_is_bounded() {
     let mut second = batch_conn(port);
     assert_eq!(
         second.read_to_close(),
-        b"SERVER_ERROR too many open batch connections\r\n"
+        b"ERROR Too many open batch connections\r\n"
     );
 }
 
@@ -92,7 +92,7 @@ fn the_realtime_port_is_bounded_with_memcacheds_error() {
     let mut third = Conn::open(server.addr);
     assert_eq!(
         third.read_to_close(),
-        b"SERVER_ERROR too many open connections\r\n"
+        b"ERROR Too many open connections\r\n"
     );
     // The open ones keep working.
     assert!(first.request(b"version\r\n").starts_with(b"VERSION "));

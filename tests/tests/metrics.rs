@@ -173,8 +173,9 @@ fn probes_say_alive_and_ready_and_why_not() {
     assert_eq!(http_get(cluster.node("b1").metrics, "/readyz").0, 200);
     drain(&["undrain", "a"]);
     assert_eq!(http_get(a1, "/readyz").0, 200);
-    let mut c = cluster.node("a1").server.connect();
-    assert_eq!(c.request(b"zc_leave\r\n"), b"OK\r\n");
+    let mut c = cluster.local("a1");
+    c.send(b"zc_leave\r\n");
+    assert_eq!(c.read_until(b"\r\n"), b"OK\r\n");
     let (status, why) = http_get(a1, "/readyz");
     assert_eq!((status, why.as_str()), (503, "is leaving\n"));
     assert_eq!(http_get(a1, "/healthz").0, 200, "alive while leaving");

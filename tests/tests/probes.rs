@@ -56,7 +56,33 @@ fn a_leaving_node_serves_no_reads_but_takes_writes() {
         let line = format!("set {k} 0 0 2\r\nv1\r\n");
         assert_eq!(front.request(line.as_bytes()), b"STORED\r\n");
     }
+    // Only a holder of the cluster secret may tell a node it leaves.
     let (code, text) = zonecache_tool(&["leave", &addr(&cluster, "a1"), "--grace-ms", "0"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("cluster secret"), "{text}");
+    let other = cluster.config_path("a1").with_file_name("other-secret");
+    std::fs::write(&other, "not the cluster's secret at all").unwrap();
+    let (code, text) = zonecache_tool(&[
+        "leave",
+        &addr(&cluster, "a1"),
+        "--grace-ms",
+        "0",
+        "--secret-file",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("did not prove the cluster secret"), "{text}");
+    let (code, text) = zonecache_tool(&["ready", &addr(&cluster, "a1")]);
+    assert_eq!(code, 0, "a refused leave changed nothing: {text}");
+    let config = cluster.config_path("a1");
+    let (code, text) = zonecache_tool(&[
+        "leave",
+        &addr(&cluster, "a1"),
+        "--grace-ms",
+        "0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{text}");
     let (code, text) = zonecache_tool(&["ready", &addr(&cluster, "a1")]);
     assert_eq!((code, text.contains("is leaving")), (1, true), "{text}");

@@ -98,7 +98,6 @@ fn a_read_that_falls_back_says_which_zones_it_tried() {
     // Only zone b holds the key: written on a peer connection, applied
     // there and not routed.
     let mut b1 = cluster.local("b1");
-    b1.request(b"zc_peer\r\n");
     assert_eq!(b1.request(b"set only-in-b 0 0 1\r\nx\r\n"), b"STORED\r\n");
     let mut a1 = cluster.node("a1").server.connect();
     assert!(a1.request(b"get only-in-b\r\n").starts_with(b"VALUE"));

@@ -6,12 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zonecache_proto::Command;
-
 use std::sync::Mutex;
 
 use super::view::{Basis, Views};
 use super::{Client, Counters, Inner, Mode};
+use crate::credential::ClusterSecret;
 use crate::error::Error;
 use crate::lane::Lane;
 use crate::remote::NodeOptions;
@@ -33,6 +32,7 @@ pub struct ClientBuilder {
     mode: Mode,
     overrides: Overrides,
     options: NodeOptions,
+    secret: Option<ClusterSecret>,
 }
 
 impl ClientBuilder {
@@ -58,6 +58,7 @@ impl ClientBuilder {
             mode: Mode::Direct,
             overrides: Overrides::default(),
             options: NodeOptions::default(),
+            secret: None,
         }
     }
 
@@ -71,6 +72,13 @@ impl ClientBuilder {
     /// Direct (default) or front routing.
     pub fn mode(mut self, mode: Mode) -> ClientBuilder {
         self.mode = mode;
+        self
+    }
+
+    /// The cluster secret a direct-mode client proves to the nodes (as
+    /// peers do), instead of the one the config names.
+    pub fn cluster_secret(mut self, secret: ClusterSecret) -> ClientBuilder {
+        self.secret = Some(secret);
         self
     }
 
@@ -138,8 +146,21 @@ impl ClientBuilder {
             .clone();
         let mut options = self.options;
         // Direct mode writes each zone's copy itself: the node must apply
-        // it, not route it again.
-        options.hello = (self.mode == Mode::Direct).then_some(Command::PeerHello);
+        // it, not route it again, so the client proves the cluster secret
+        // as a peer does (and reads with the peers' versioned reads).
+        if self.mode == Mode::Direct {
+            options.secret = match self.secret {
+                Some(secret) => Some(secret),
+                None => config.cluster_secret().map_err(Error::Config)?,
+            };
+            if options.secret.is_none() && config.zones.len() > 1 {
+                return Err(Error::Config(
+                    "a direct-mode client of a multi-zone cluster needs the cluster secret: \
+                     name it in the config (`secret_file`) or call `cluster_secret`"
+                        .into(),
+                ));
+            }
+        }
         let basis = Basis {
             config,
             home,

@@ -79,7 +79,8 @@ pub fn plan(cmd: &Command) -> Route {
         | Command::Close
         | Command::MetaNoop
         | Command::MetaDebug { .. }
-        | Command::PeerHello
+        | Command::PeerChallenge { .. }
+        | Command::PeerHello { .. }
         | Command::VersionedGet { .. }
         | Command::PeerDump { .. }
         | Command::KeyDump { .. }
@@ -156,7 +157,8 @@ mod tests {
             "version\r\n",
             "mn\r\n",
             "bogus\r\n",
-            "zc_peer\r\n",
+            "zc_peer 00\r\n",
+            "zc_challenge 00\r\n",
         ] {
             assert!(route(line).is_local(), "{line:?}");
         }

@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use zonecache_client::{ClusterConfig, WritePolicy};
+use zonecache_client::{ClusterConfig, ClusterSecret, WritePolicy};
 use zonecache_server::local::{spawn, wait_listening, LocalNode, LocalState};
 
 #[derive(Parser)]
@@ -127,6 +127,8 @@ enum Cmd {
         /// Milliseconds to wait after telling it.
         #[arg(long, default_value_t = 3000)]
         grace_ms: u64,
+        #[command(flatten)]
+        credential: SecretArgs,
     },
     /// Give a drained zone all its reads back at once.
     Undrain {
@@ -139,24 +141,58 @@ enum Cmd {
 /// Which cluster: its config file, or nodes to ask.
 #[derive(clap::Args)]
 struct NodesArgs {
-    /// A cluster config file (any node's).
+    /// A cluster config file (any node's); its secret is the credential
+    /// for commands that need one.
     #[arg(long, conflicts_with = "seeds")]
     config: Option<PathBuf>,
     /// Nodes to ask (host:port, comma-separated); the others are learned
     /// from them. Default: 127.0.0.1:11211.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<String>,
+    /// The cluster secret's file, with `--seeds` (for `drain`).
+    #[arg(long, conflicts_with = "config")]
+    secret_file: Option<PathBuf>,
+}
+
+/// The cluster secret a command that steers nodes proves (as peers do).
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// A cluster config file naming the secret (any node's).
+    #[arg(long, conflicts_with = "secret_file")]
+    config: Option<PathBuf>,
+    /// The cluster secret's file.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn secret(&self) -> Result<ClusterSecret, String> {
+        let secret = match (&self.config, &self.secret_file) {
+            (Some(config), _) => ClusterConfig::load(config)?.cluster_secret()?,
+            (None, Some(file)) => Some(ClusterSecret::read(file)?),
+            (None, None) => None,
+        };
+        secret.ok_or_else(|| {
+            "nodes take this only from a holder of the cluster secret: \
+             give --config (a config naming it) or --secret-file"
+                .into()
+        })
+    }
 }
 
 impl NodesArgs {
+    fn secret(&self) -> Result<ClusterSecret, String> {
+        SecretArgs {
+            config: self.config.clone(),
+            secret_file: self.secret_file.clone(),
+        }
+        .secret()
+    }
+
     fn source(self) -> Result<zonecache_server::status::Source, String> {
         use zonecache_server::status::Source;
         if let Some(path) = self.config {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let config =
-                ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            return Ok(Source::Config(config));
+            return Ok(Source::Config(ClusterConfig::load(&path)?));
         }
         let seeds = match self.seeds.is_empty() {
             true => vec!["127.0.0.1:11211".to_string()],
@@ -220,9 +256,20 @@ fn main() -> std::process::ExitCode {
             };
         }
         Cmd::Ready { addr } => return probe(&addr, zonecache_server::probe::ready),
-        Cmd::Leave { addr, grace_ms } => {
+        Cmd::Leave {
+            addr,
+            grace_ms,
+            credential,
+        } => {
             let grace = Duration::from_millis(grace_ms);
-            return probe(&addr, |a| zonecache_server::probe::leave(a, grace));
+            let secret = match credential.secret() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("zonecache: {e}");
+                    return std::process::ExitCode::from(3);
+                }
+            };
+            return probe(&addr, |a| zonecache_server::probe::leave(a, &secret, grace));
         }
         Cmd::Local {
             zones,
@@ -321,14 +368,17 @@ fn drain(
     step: u8,
     interval: Duration,
 ) -> std::process::ExitCode {
-    let source = match nodes.source() {
+    let source = match nodes
+        .secret()
+        .and_then(|secret| Ok((nodes.source()?, secret)))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("zonecache: {e}");
             return std::process::ExitCode::from(3);
         }
     };
-    match zonecache_server::drain::drain(&source, zone, to, step, interval) {
+    match zonecache_server::drain::drain(&source.0, &source.1, zone, to, step, interval) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zonecache: {e}");
@@ -355,6 +405,11 @@ fn local(
         std::env::temp_dir().join(format!("zonecache-local-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The cluster secret goes in a file only this user reads; the
+    // configs name it.
+    let secret = config.secret.take().expect("a local cluster has a secret");
+    write_private(&dir.join("secret"), &secret)?;
+    config.secret_file = Some("secret".into());
     // Every node is this same binary running `zonecache node`.
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut state = LocalState {
@@ -423,11 +478,29 @@ fn local(
             n.pid
         );
     }
-    println!("configs in {}; Ctrl-C stops every node", dir.display());
+    println!(
+        "configs in {} (cluster secret in its file `secret`); Ctrl-C stops every node",
+        dir.display()
+    );
     wait_for_ctrl_c();
     stop_all(&dir, &state, &mut children);
     println!("stopped {} nodes", state.nodes.len());
     Ok(())
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Stops every node: the processes the state file names now (`zonecache

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zonecache_client::route::{plan, Route, Router, Transport};
-use zonecache_client::{Error, Lane, NodeOptions, RemoteNodes};
+use zonecache_client::{ClusterSecret, Error, Lane, NodeOptions, RemoteNodes};
 use zonecache_proto::{Command, Response};
 
 use crate::exec::{Executor, Reply};
@@ -56,6 +56,8 @@ pub struct ClusterView {
     pub leases: Arc<Leases>,
     /// Each node's zone, to say which zones a request called.
     pub zones: Arc<ZoneIndex>,
+    /// What a peer link proves (the config's, re-read on reload).
+    pub secret: ClusterSecret,
 }
 
 impl ClusterView {
@@ -70,7 +72,7 @@ impl ClusterView {
             NodeOptions {
                 connections: CONNECTIONS_PER_PEER,
                 max_in_flight: PEER_IN_FLIGHT,
-                hello: Some(Command::PeerHello),
+                secret: Some(topology.secret.clone()),
                 separate_lanes: true,
                 mark_down: true,
             },
@@ -80,7 +82,7 @@ impl ClusterView {
             NodeOptions {
                 connections: 1,
                 max_in_flight: [8, 1],
-                hello: Some(Command::PeerHello),
+                secret: Some(topology.secret.clone()),
                 separate_lanes: false,
                 mark_down: false,
             },
@@ -108,6 +110,7 @@ impl ClusterView {
         };
         ClusterView {
             me: topology.me,
+            secret: topology.secret,
             zones: ZoneIndex::of(&router.topology),
             router,
             peers,

@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
 pub use zonecache_client::topology::{ClusterConfig, NodeConfig, Overrides, Topology, WritePolicy};
+use zonecache_client::ClusterSecret;
 
 /// The topology as seen from one node: its zone is the home zone.
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct NodeTopology {
     pub me: NodeConfig,
     /// Zones (home first), rings, policy and deadlines.
     pub cluster: Topology,
+    /// What peers prove to each other (`credential.rs` in the client).
+    pub secret: ClusterSecret,
 }
 
 impl Deref for NodeTopology {
@@ -58,9 +61,16 @@ impl NodeTopology {
             .and_then(|z| z.nodes.iter().find(|n| n.id == id))
             .cloned()
             .ok_or_else(|| format!("this node {id:?} is in no zone"))?;
+        // Peers apply each other's writes unrouted: never without a credential.
+        let secret = config.cluster_secret()?.ok_or(
+            "the config names no cluster secret: add `secret_file = \"<file>\"` \
+             (a file of random text, e.g. `head -c 32 /dev/urandom | base64 > secret`) \
+             and give every node the same one",
+        )?;
         Ok(NodeTopology {
             me,
             cluster: Topology::from_config(config, None)?,
+            secret,
         })
     }
 }
@@ -72,6 +82,7 @@ mod tests {
 
     const CONFIG: &str = r#"
         node = "b2"
+        secret = "a test secret of enough bytes"
         [[zones]]
         name = "a"
         nodes = [{ id = "a1", addr = "127.0.0.1:1" }]
@@ -93,6 +104,14 @@ mod tests {
         assert!(NodeTopology::parse(&nameless)
             .unwrap_err()
             .contains("names no `node`"));
+        let open = CONFIG.replace("secret = \"a test secret of enough bytes\"", "");
+        assert!(NodeTopology::parse(&open)
+            .unwrap_err()
+            .contains("no cluster secret"));
+        let short = CONFIG.replace("a test secret of enough bytes", "short");
+        assert!(NodeTopology::parse(&short)
+            .unwrap_err()
+            .contains("at least 16"));
     }
 
     #[test]

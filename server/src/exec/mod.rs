@@ -256,9 +256,11 @@ impl Executor {
                 false,
             ),
             Command::Stats { args } => (self.stats_command(&args), false),
-            Command::PeerHello => (Response::Ok, false),
-            // Only a node of a cluster keeps hints to give.
-            Command::PeerLease { .. }
+            // Only a node of a cluster has peers (the connection loop
+            // answers them there) and hints to give.
+            Command::PeerChallenge { .. }
+            | Command::PeerHello { .. }
+            | Command::PeerLease { .. }
             | Command::PeerAsked { .. }
             | Command::PeerDrain { .. }
             | Command::PeerDump { .. }

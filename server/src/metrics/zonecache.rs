@@ -19,6 +19,8 @@ fn num(lines: &Lines, key: &str) -> Option<f64> {
 pub fn add_node(f: &mut Families, general: &Lines) {
     let counters = [
         ("batch_shed", "zonecache_batch_shed_total", "Batch-lane requests answered SERVER_ERROR busy because realtime work starved the lane."),
+        ("peer_links_accepted", "zonecache_peer_links_accepted_total", "Connections that proved the cluster secret (peer links and direct-mode clients)."),
+        ("peer_links_refused", "zonecache_peer_links_refused_total", "Connections refused as peers: no valid proof of the cluster secret."),
         ("read_requests", "zonecache_read_requests_total", "Read commands however many keys each asked for (compare with cmd_get to see batching)."),
         ("tombstones_written", "zonecache_tombstones_written_total", "Deletes that left a tombstone."),
         ("tombstones_evicted", "zonecache_tombstones_evicted_total", "Tombstones dropped before their time to make room."),

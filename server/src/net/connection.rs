@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use zonecache_client::Lane;
 use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
 
+use super::peer_auth::PeerAuth;
 use super::request_log::{self, Entry};
 use super::{Front, HIGH_WATER};
 use crate::cluster::{fell_back, is_local, is_read, Tried};
@@ -50,7 +51,9 @@ pub async fn serve(
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut counters = ConnCounters::default();
-    // Peer traffic (marked by `zc_peer`) is applied here and never routed.
+    // Peer traffic (a connection that proved the cluster secret) is
+    // applied here and never routed.
+    let mut auth = PeerAuth::default();
     let mut from_peer = false;
     let result = 'conn: loop {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
@@ -90,9 +93,6 @@ pub async fn serve(
                     break 'conn Ok(());
                 }
             };
-            if cmd == Command::PeerHello {
-                from_peer = true;
-            }
             let class = Class::of(&cmd);
             let data = !is_local(&cmd);
             let (name, keys, read) = (
@@ -114,6 +114,19 @@ pub async fn serve(
                 continue;
             }
             let reply = match (&front.cluster, from_peer) {
+                (cluster, _)
+                    if matches!(
+                        cmd,
+                        Command::PeerChallenge { .. } | Command::PeerHello { .. }
+                    ) =>
+                {
+                    let secret = cluster.as_ref().map(|c| c.current().secret.clone());
+                    let answer = auth.answer(&cmd, secret.as_ref(), &front.exec.stats, peer);
+                    from_peer = auth.is_peer();
+                    Reply::Send(answer)
+                }
+                // What bypasses routing or steers the node needs the secret.
+                (Some(_), false) if cmd.is_peer_only() => Reply::Send(Response::Error),
                 (Some(cluster), true) if cluster.refuses_for_peer(&cmd) => {
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }

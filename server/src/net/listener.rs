@@ -186,8 +186,8 @@ fn at_limit(front: &Front, lane: Lane) -> Option<&'static [u8]> {
         .rejected_connections
         .fetch_add(1, Ordering::Relaxed);
     Some(match lane {
-        Lane::Realtime => b"SERVER_ERROR too many open connections\r\n",
-        Lane::Batch => b"SERVER_ERROR too many open batch connections\r\n",
+        Lane::Realtime => b"ERROR Too many open connections\r\n",
+        Lane::Batch => b"ERROR Too many open batch connections\r\n",
     })
 }
 

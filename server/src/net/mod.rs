@@ -5,6 +5,7 @@
 
 mod connection;
 mod listener;
+mod peer_auth;
 pub mod request_log;
 
 use std::sync::Arc;

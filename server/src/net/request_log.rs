@@ -167,7 +167,8 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::MetaArith(_) => "ma",
         Command::TooLarge { .. } => "set",
         Command::KeyDump { .. } => "lru_crawler",
-        Command::PeerHello => "zc_peer",
+        Command::PeerChallenge { .. } => "zc_challenge",
+        Command::PeerHello { .. } => "zc_peer",
         Command::PeerLease { .. } => "zc_lease",
         Command::PeerDrain { .. } => "zc_drain",
         Command::PeerAsked { .. } => "zc_asked",
@@ -206,6 +207,7 @@ pub fn outcome(reply: &Reply, keys: usize) -> &'static str {
         Response::Deleted => "deleted",
         Response::Touched => "touched",
         Response::Ok | Response::Reset => "ok",
+        Response::Challenge { .. } => "challenge",
         Response::Number(_) => "number",
         Response::Version(_) | Response::Stats(_) | Response::Lines(_) | Response::Raw(_) => "info",
         Response::Meta(m) => match m.code {

@@ -275,7 +275,9 @@ impl Shard {
             };
             let have = self.cas_of(found.loc);
             if have != want {
+                // memcached never takes CAS 0 as an older version.
                 if req.invalidate
+                    && want != 0
                     && want < have
                     && matches!(kind, StoreKind::Set | StoreKind::Replace)
                 {
