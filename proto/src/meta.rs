@@ -144,6 +144,8 @@ impl MetaFlags {
             b'I' => self.invalidate = true,
             b'x' => self.remove_value = true,
             b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
+            // Proxy hints: memcached 1.6.18 takes and ignores them.
+            b'P' | b'L' => {}
             _ => return Err(("invalid flag", false)),
         }
         Ok(())

@@ -391,15 +391,16 @@ impl RequestParser {
         let flag_tokens: Vec<Bytes> = (3..n)
             .map(|i| Bytes::copy_from_slice(tokens.get(text, i)))
             .collect();
+        // memcached checks the mode before the opaque's length.
         let checked =
             parse_flags(&mut key, &flag_tokens, FlagErrors::Precise, false).and_then(|f| {
+                if !matches!(f.mode, None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
+                    return Err("invalid mode for ms M token");
+                }
                 if f.opaque.as_ref().is_some_and(|o| o.len() > MAX_OPAQUE_LEN) {
                     return Err("opaque token too long");
                 }
-                match f.mode {
-                    None | Some(b'E' | b'A' | b'P' | b'R' | b'S') => Ok(f),
-                    Some(_) => Err("invalid mode for ms M token"),
-                }
+                Ok(f)
             });
         let flags = match checked {
             Ok(f) => f,

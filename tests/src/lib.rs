@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod conn;
 pub mod corpus;
+pub mod fuzz;
 pub mod procs;
 pub mod proxy;
 

@@ -70,7 +70,12 @@ fn echo(meta: &Meta, known: &Known<'_>) -> Vec<MetaToken> {
                 }
             }
             b's' => out.extend(known.size.map(|s| number(b's', s.to_string()))),
-            b't' => out.extend(ttl.map(|t| number(b't', t.to_string()))),
+            // A past expiry (an item vivified with a negative TTL) prints
+            // as memcached's unsigned remaining seconds; -1 means none.
+            b't' => out.extend(ttl.map(|t| match t {
+                ..-1 => number(b't', (t as i32 as u32).to_string()),
+                t => number(b't', t.to_string()),
+            })),
             b'c' => out.extend(known.cas.map(|c| number(b'c', c.to_string()))),
             b'f' => out.extend(known.flags.map(|f| number(b'f', f.to_string()))),
             b'l' => out.extend(known.last_access.map(|l| number(b'l', l.to_string()))),
@@ -232,7 +237,8 @@ pub(super) fn arith(exec: &Executor, meta: &Meta) -> Reply {
         key_binary: f.base64,
     };
     match exec.storage.arith(&req) {
-        ArithOutcome::Done { .. } if f.quiet => Reply::Silent,
+        // memcached shows HD to a quiet `ma` that carries `N`.
+        ArithOutcome::Done { .. } if f.quiet && f.vivify.is_none() => Reply::Silent,
         ArithOutcome::Done { value, cas, ttl } => {
             let known = Known {
                 cas: Some(cas),
