@@ -122,9 +122,11 @@ mod tests {
         assert_eq!(route("delete a\r\n"), Route::FanOut { stamp: true });
         assert_eq!(route("touch a 5\r\n"), Route::FanOut { stamp: false });
         assert_eq!(route("md a q\r\n"), Route::FanOut { stamp: true });
-        let too_large = format!("set a 0 0 {}\r\n", 2 << 20);
+        // Refused once the data block is in, as memcached answers.
+        let block = "x".repeat(2 << 20);
+        let too_large = format!("set a 0 0 {}\r\n{block}\r\n", 2 << 20);
         assert_eq!(route(&too_large), Route::FanOut { stamp: true });
-        let add_too_large = format!("add a 0 0 {}\r\n", 2 << 20);
+        let add_too_large = format!("add a 0 0 {}\r\n{block}\r\n", 2 << 20);
         assert!(
             route(&add_too_large).is_local(),
             "memcached keeps the old value"
