@@ -625,3 +625,15 @@ pub fn normalize(reply: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A reply (or command) for a failure message: line ends shown, long ones
+/// cut at `limit` characters.
+pub fn show(bytes: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(bytes)
+        .replace('\r', "\\r")
+        .replace('\n', "\\n");
+    match text.char_indices().nth(limit) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], bytes.len()),
+        None => text,
+    }
+}

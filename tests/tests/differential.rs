@@ -27,17 +27,6 @@ fn run_step(conn: &mut Conn, step: &Step, pending: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
-fn show(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes)
-        .replace('\r', "\\r")
-        .replace('\n', "\\n\n");
-    if text.len() > 600 {
-        format!("{}… ({} bytes)", &text[..600], bytes.len())
-    } else {
-        text
-    }
-}
-
 #[test]
 fn zonecached_answers_like_memcached() {
     let memcached = Server::memcached(&["-m", "64", "-t", "2"]);
@@ -69,8 +58,8 @@ fn zonecached_answers_like_memcached() {
                     failures,
                     "--- case {:?}, step {i}\nmemcached:\n{}\nzonecached:\n{}\n",
                     case.name,
-                    show(&na),
-                    show(&nb)
+                    corpus::show(&na, 600),
+                    corpus::show(&nb, 600)
                 );
             }
         }

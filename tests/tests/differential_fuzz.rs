@@ -64,17 +64,6 @@ fn accepted(command: &[u8], memcached: &[u8], zonecached: &[u8]) -> Option<&'sta
     None
 }
 
-fn show(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes)
-        .replace('\r', "\\r")
-        .replace('\n', "\\n");
-    if text.len() > 300 {
-        format!("{}… ({} bytes)", &text[..300], bytes.len())
-    } else {
-        text
-    }
-}
-
 #[test]
 #[ignore = "finds differences still open (tests/ACCEPTED_DIFFERENCES.md, \"Found by the \
             fuzzer, to fix\"); run with: cargo test -p zonecache-tests --test \
@@ -108,9 +97,9 @@ fn mutated_commands_get_memcacheds_replies() {
             if trace {
                 eprintln!(
                     "{i}: {}\n   mc {}\n   zc {}",
-                    show(&cmd),
-                    show(&a),
-                    show(&b)
+                    corpus::show(&cmd, 300),
+                    corpus::show(&a, 300),
+                    corpus::show(&b, 300)
                 );
             }
             if na == nb {
@@ -123,9 +112,9 @@ fn mutated_commands_get_memcacheds_replies() {
             let _ = writeln!(
                 failures,
                 "seed {seed}, command {i}: {}\n  memcached:  {}\n  zonecached: {}",
-                show(&cmd),
-                show(&a),
-                show(&b)
+                corpus::show(&cmd, 300),
+                corpus::show(&a, 300),
+                corpus::show(&b, 300)
             );
             // The stores may differ from here on: next seed.
             break;
