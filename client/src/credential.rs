@@ -19,6 +19,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::fmt;
 use std::path::Path;
+use zonecache_proto::Command;
 
 /// Random bytes in a nonce (sent as 32 hex digits).
 pub const NONCE_BYTES: usize = 16;
@@ -85,6 +86,18 @@ impl ClusterSecret {
     /// Whether `nonce` has a nonce's shape: 32 hex digits.
     pub fn is_nonce(nonce: &[u8]) -> bool {
         nonce.len() == 2 * NONCE_BYTES && nonce.iter().all(u8::is_ascii_hexdigit)
+    }
+
+    /// The caller's side after the node's `ZC_CHALLENGE`: checks the node's
+    /// nonce and proof for our nonce `ours`, and gives the `zc_peer` to
+    /// send (`None`: the node did not prove the secret). The one check
+    /// every caller — pooled link, operator tool, test — makes.
+    pub fn answer(&self, ours: &str, theirs: &[u8], proof: &[u8]) -> Option<Command> {
+        let proved =
+            ClusterSecret::is_nonce(theirs) && self.verify_node(ours.as_bytes(), theirs, proof);
+        proved.then(|| Command::PeerHello {
+            proof: self.caller_proof(ours.as_bytes(), theirs).into(),
+        })
     }
 
     /// The node's proof for a challenge.
@@ -172,16 +185,11 @@ mod handshake {
             }
             Err(e) => return Err(e),
         };
-        if !ClusterSecret::is_nonce(&theirs)
-            || !secret.verify_node(ours.as_bytes(), &theirs, &proof)
-        {
+        let Some(hello) = secret.answer(&ours, &theirs, &proof) else {
             return Err(Error::Connection(
                 "the node did not prove the cluster secret: do both configs name the same secret?"
                     .into(),
             ));
-        }
-        let hello = Command::PeerHello {
-            proof: Bytes::from(secret.caller_proof(ours.as_bytes(), &theirs)),
         };
         match c.call(&hello, deadline).await {
             Ok(Response::Ok) => Ok(Handshake::Peer),

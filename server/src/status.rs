@@ -11,8 +11,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use serde::Serialize;
 use zonecache_client::{ClusterConfig, ClusterSecret, NodeAddr};
+use zonecache_proto::{parse_response, Response};
 
 /// How long one node may take to answer before it counts as down.
 const NODE_DEADLINE: Duration = Duration::from_millis(800);
@@ -280,23 +282,20 @@ pub(crate) fn exchange_as_peer(
     s.write_all(format!("zc_challenge {ours}\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let line = read_until(&mut s, |t| t.ends_with("\r\n"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let ["ZC_CHALLENGE", theirs, proof] = words[..] else {
+    let Ok(Some(Response::Challenge { nonce, proof })) =
+        parse_response(&mut BytesMut::from(line.as_bytes()))
+    else {
         return Err(format!(
             "answered {:?} to the peer challenge (not a node of a cluster?)",
             line.trim_end()
         ));
     };
-    if !ClusterSecret::is_nonce(theirs.as_bytes())
-        || !secret.verify_node(ours.as_bytes(), theirs.as_bytes(), proof.as_bytes())
-    {
+    let Some(hello) = secret.answer(&ours, &nonce, &proof) else {
         return Err("did not prove the cluster secret: is its secret this config's?".into());
-    }
-    let hello = format!(
-        "zc_peer {}\r\n",
-        secret.caller_proof(ours.as_bytes(), theirs.as_bytes())
-    );
-    s.write_all(&[hello.as_bytes(), request].concat())
+    };
+    let mut hello_bytes = BytesMut::new();
+    hello.encode(&mut hello_bytes);
+    s.write_all(&[&hello_bytes[..], request].concat())
         .map_err(|e| e.to_string())?;
     let text = read_until(&mut s, |t| {
         t.starts_with("ERROR\r\n") || t.strip_prefix("OK\r\n").is_some_and(&complete)

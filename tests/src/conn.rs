@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use bytes::BytesMut;
+use zonecache_proto::{parse_response, Response};
+
 /// How long a single reply may take.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,17 +80,21 @@ impl Conn {
         use zonecache_client::ClusterSecret;
         let ours = ClusterSecret::nonce();
         self.send(format!("zc_challenge {ours}\r\n").as_bytes());
-        let line = String::from_utf8(self.read_until(b"\r\n")).expect("text");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let ["ZC_CHALLENGE", theirs, proof] = words[..] else {
-            panic!("answer to zc_challenge: {line:?}");
+        let line = self.read_until(b"\r\n");
+        let Ok(Some(Response::Challenge { nonce, proof })) =
+            parse_response(&mut BytesMut::from(&line[..]))
+        else {
+            panic!(
+                "answer to zc_challenge: {:?}",
+                String::from_utf8_lossy(&line)
+            );
         };
-        assert!(
-            secret.verify_node(ours.as_bytes(), theirs.as_bytes(), proof.as_bytes()),
-            "the node's proof does not check"
-        );
-        let mine = secret.caller_proof(ours.as_bytes(), theirs.as_bytes());
-        self.send(format!("zc_peer {mine}\r\n").as_bytes());
+        let hello = secret
+            .answer(&ours, &nonce, &proof)
+            .expect("the node's proof checks");
+        let mut bytes = BytesMut::new();
+        hello.encode(&mut bytes);
+        self.send(&bytes);
         assert_eq!(self.read_until(b"\r\n"), b"OK\r\n");
     }
 
