@@ -88,6 +88,29 @@ impl MetaFlags {
         Ok(())
     }
 
+    /// The TTL an item created by `N` ends with: memcached applies `T` and
+    /// `N` in the order they were written, so a `T` after `N` wins.
+    /// `None` without `N`.
+    pub fn vivified_ttl(&self) -> Option<i32> {
+        let vivify = self.vivify?;
+        let last = self
+            .tokens
+            .iter()
+            .rev()
+            .find(|t| matches!(t.flag, b'T' | b'N'));
+        match (last.map(|t| t.flag), self.ttl) {
+            (Some(b'T'), Some(ttl)) => Some(ttl),
+            _ => Some(vivify),
+        }
+    }
+
+    /// Whether flag `first` was written before flag `then` (both present):
+    /// memcached applies some flags (`T`, `N`, `R`) in the order written.
+    pub fn written_before(&self, first: u8, then: u8) -> bool {
+        let at = |flag| self.tokens.iter().position(|t| t.flag == flag);
+        matches!((at(first), at(then)), (Some(a), Some(b)) if a < b)
+    }
+
     /// Removes `flag` and resets what it meant.
     pub fn remove(&mut self, flag: u8) {
         self.tokens.retain(|t| t.flag != flag);
@@ -194,9 +217,9 @@ pub(crate) fn parse_flags(
         }
         let arg = token.slice(1..);
         if flag == b'b' {
-            match base64::engine::general_purpose::STANDARD.decode(&key[..]) {
-                Ok(decoded) if !decoded.is_empty() => *key = Bytes::from(decoded),
-                _ => error = Some("error decoding key"),
+            match decode_key(key) {
+                Some(decoded) => *key = decoded,
+                None => error = Some("error decoding key"),
             }
         }
         match flags.apply(token) {
@@ -213,6 +236,50 @@ pub(crate) fn parse_flags(
     }
 }
 
+/// A base64 key (meta `b`) decoded as memcached 1.6.18 decodes it: bytes
+/// outside the alphabet are skipped, the rest must come in whole groups of
+/// four, and decoding stops after the first group with padding. `None`
+/// where memcached fails (nothing decoded).
+pub fn decode_key(encoded: &[u8]) -> Option<Bytes> {
+    fn value(b: u8) -> Option<u8> {
+        match b {
+            b'A'..=b'Z' => Some(b - b'A'),
+            b'a'..=b'z' => Some(b - b'a' + 26),
+            b'0'..=b'9' => Some(b - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            b'=' => Some(0),
+            _ => None,
+        }
+    }
+    let count = encoded.iter().filter(|&&b| value(b).is_some()).count();
+    if count == 0 || count % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count / 4 * 3);
+    let (mut block, mut filled, mut pad) = ([0u8; 4], 0, 0);
+    for &b in encoded {
+        let Some(v) = value(b) else { continue };
+        pad += usize::from(b == b'=');
+        block[filled] = v;
+        filled += 1;
+        if filled == 4 {
+            out.push(block[0] << 2 | block[1] >> 4);
+            out.push(block[1] << 4 | block[2] >> 2);
+            out.push(block[2] << 6 | block[3]);
+            filled = 0;
+            if pad > 0 {
+                if pad > 2 {
+                    return None;
+                }
+                out.truncate(out.len() - pad);
+                break;
+            }
+        }
+    }
+    (!out.is_empty()).then(|| Bytes::from(out))
+}
+
 /// Writes a key, base64-encoding it when it travels as binary.
 pub fn push_key(out: &mut BytesMut, key: &[u8], base64: bool) {
     if base64 {
@@ -220,5 +287,42 @@ pub fn push_key(out: &mut BytesMut, key: &[u8], base64: bool) {
         out.extend_from_slice(encoded.as_bytes());
     } else {
         out.extend_from_slice(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_decode_as_memcached_decodes_them() {
+        assert_eq!(decode_key(b"AAE=").as_deref(), Some(&b"\x00\x01"[..]));
+        assert_eq!(decode_key(b"a2V5").as_deref(), Some(&b"key"[..]));
+        // Bytes outside the alphabet are skipped, not refused.
+        assert_eq!(
+            decode_key(b"k51M-").as_deref(),
+            decode_key(b"k51M").as_deref()
+        );
+        assert_eq!(decode_key(b"a2-V5").as_deref(), Some(&b"key"[..]));
+        // Decoding stops after the first padded group.
+        assert_eq!(decode_key(b"AA==a2V5").as_deref(), Some(&b"\x00"[..]));
+        // Not whole groups of four, nothing to decode, or too much padding.
+        assert_eq!(decode_key(b"a2V"), None);
+        assert_eq!(decode_key(b"---"), None);
+        assert_eq!(decode_key(b"A==="), None);
+    }
+
+    #[test]
+    fn t_and_n_apply_in_the_order_written() {
+        let mut f = MetaFlags::default();
+        f.set(b'N', "30").unwrap();
+        f.set(b'T', "100").unwrap();
+        assert_eq!(f.vivified_ttl(), Some(100));
+        let mut g = MetaFlags::default();
+        g.set(b'T', "100").unwrap();
+        g.set(b'N', "30").unwrap();
+        assert_eq!(g.vivified_ttl(), Some(30));
+        assert!(g.written_before(b'T', b'N') && !g.written_before(b'N', b'T'));
+        assert_eq!(MetaFlags::default().vivified_ttl(), None);
     }
 }

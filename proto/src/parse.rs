@@ -8,7 +8,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::meta::{parse_flags, FlagErrors, MAX_META_TOKENS, MAX_OPAQUE_LEN};
+use crate::meta::{decode_key, parse_flags, FlagErrors, MAX_META_TOKENS, MAX_OPAQUE_LEN};
 use crate::number::{parse_i32, parse_u32, parse_u64};
 use crate::request::{Command, ErrorKind, ErrorReply, Meta, Store, StoreMode};
 
@@ -204,9 +204,9 @@ impl RequestParser {
             if self.swallow > 0 {
                 return Ok(None);
             }
-            if let Some(refusal) = self.after_swallow.take() {
-                return Ok(Some(refusal));
-            }
+        }
+        if let Some(refusal) = self.after_swallow.take() {
+            return Ok(Some(refusal));
         }
         let Some(line) = find_line(buf) else {
             return self.check_partial_line(buf).map(|()| None);
@@ -239,6 +239,27 @@ impl RequestParser {
         let line_bytes = buf.split_to(line.consumed).freeze();
         let text = line_bytes.slice(..line.text_len);
         Ok(Some(self.parse_line(&text, &tokens)))
+    }
+
+    /// The client closed its side while this parser was swallowing a
+    /// refused data block. memcached acts on a refused line before it reads
+    /// the block (a too-large `set` removes the old value then), so the
+    /// refusal is handed over now to do the same, with its reply silenced:
+    /// memcached sends none once the input is gone. `false` when nothing was
+    /// pending; the next [`RequestParser::parse`] returns it otherwise.
+    pub fn end_of_input(&mut self) -> bool {
+        let Some(mut refusal) = self.after_swallow.take() else {
+            return false;
+        };
+        if let Command::TooLarge { noreply, .. } = &mut refusal {
+            *noreply = true;
+        } else {
+            // Other refusals (a bad `ms` flag) change nothing.
+            return false;
+        }
+        self.swallow = 0;
+        self.after_swallow = Some(refusal);
+        true
     }
 
     /// Swallows the `vlen`-byte data block (and its `\r\n`) of a refused
@@ -631,11 +652,36 @@ impl RequestParser {
                     None => client(BAD_FORMAT),
                 }
             }
-            b"shutdown" => Command::Invalid(ErrorReply {
-                kind: ErrorKind::Raw,
-                message: "ERROR: shutdown not enabled",
-                noreply: false,
-            }),
+            b"shutdown" => Command::Shutdown {
+                graceful: match (n, tok(1)) {
+                    (1, _) => Some(false),
+                    (2, b"graceful") => Some(true),
+                    _ => None,
+                },
+            },
+            b"cache_memlimit" => {
+                if n != 2 && n != 3 {
+                    return error;
+                }
+                let raw = |message| {
+                    Command::Invalid(ErrorReply {
+                        kind: ErrorKind::Raw,
+                        message,
+                        noreply,
+                    })
+                };
+                match parse_u32(tok(1)) {
+                    None => Command::Invalid(ErrorReply {
+                        noreply,
+                        ..ErrorReply::error()
+                    }),
+                    Some(..8) => raw("MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"),
+                    Some(1_000_000_001..) => {
+                        raw("MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes")
+                    }
+                    Some(megabytes) => Command::CacheMemlimit { megabytes, noreply },
+                }
+            }
             _ => {
                 // memcached's dispatch ends by dropping HTTP clients silently.
                 let first = name[0];
@@ -665,10 +711,9 @@ impl RequestParser {
                 let mut key = text.slice(s..e);
                 let base64 = n >= 3 && tokens.get(text, 2) == b"b";
                 if base64 {
-                    use base64::Engine;
-                    match base64::engine::general_purpose::STANDARD.decode(&key[..]) {
-                        Ok(d) if !d.is_empty() => key = Bytes::from(d),
-                        _ => return reject(BAD_FORMAT),
+                    match decode_key(&key) {
+                        Some(d) => key = d,
+                        None => return reject(BAD_FORMAT),
                     }
                 }
                 return Command::MetaDebug { key, base64 };

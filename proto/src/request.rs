@@ -233,6 +233,20 @@ pub enum Command {
         /// The client asked for no reply.
         noreply: bool,
     },
+    /// `cache_memlimit <MiB> [noreply]`: memcached's `-m`, changed at run
+    /// time (a valid one: the parser answers out-of-range values itself).
+    CacheMemlimit {
+        /// The new limit in MiB (8 or more).
+        megabytes: u32,
+        /// The client asked for no reply.
+        noreply: bool,
+    },
+    /// `shutdown [graceful]`: stop the node, when its operator enabled the
+    /// command (memcached's `-A`).
+    Shutdown {
+        /// `shutdown graceful`; `None` for a mode memcached does not know.
+        graceful: Option<bool>,
+    },
     /// `stats [group …]`: the words after `stats`.
     Stats {
         /// Subcommand and its arguments (empty for plain `stats`).
@@ -427,6 +441,15 @@ impl Command {
                 push_u64(out, u64::from(*level));
                 push_noreply(out, *noreply);
             }
+            Command::CacheMemlimit { megabytes, noreply } => {
+                out.extend_from_slice(b"cache_memlimit ");
+                push_u64(out, u64::from(*megabytes));
+                push_noreply(out, *noreply);
+            }
+            Command::Shutdown { graceful } => out.extend_from_slice(match graceful {
+                Some(true) => b"shutdown graceful\r\n",
+                _ => b"shutdown\r\n",
+            }),
             Command::Stats { args } => push_key_line(out, "stats", args),
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
             Command::PeerChallenge { nonce } => {
@@ -516,6 +539,7 @@ impl Command {
             | Command::Delete { noreply, .. }
             | Command::FlushAll { noreply, .. }
             | Command::Verbosity { noreply, .. }
+            | Command::CacheMemlimit { noreply, .. }
             | Command::TooLarge { noreply, .. } => *noreply,
             Command::Invalid(e) => e.noreply,
             _ => false,

@@ -456,7 +456,26 @@ fn misc_commands() {
         }
     );
     assert_eq!(one(b"stats\r\n"), Command::Stats { args: vec![] });
-    assert_eq!(err(b"shutdown\r\n"), b"ERROR: shutdown not enabled\r\n");
+    // Whether it is enabled is the node's setting, not the parser's.
+    for (line, graceful) in [
+        (&b"shutdown\r\n"[..], Some(false)),
+        (b"shutdown graceful\r\n", Some(true)),
+        (b"shutdown now\r\n", None),
+    ] {
+        assert_eq!(one(line), Command::Shutdown { graceful });
+    }
+    assert_eq!(
+        one(b"cache_memlimit 50 noreply\r\n"),
+        Command::CacheMemlimit {
+            megabytes: 50,
+            noreply: true
+        }
+    );
+    assert_eq!(
+        err(b"cache_memlimit 7\r\n"),
+        b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+    );
+    assert_eq!(err(b"cache_memlimit x\r\n"), b"ERROR\r\n");
     assert_eq!(one(b"GET / HTTP/1.1\r\n"), Command::Close);
 }
 

@@ -43,6 +43,15 @@ pub struct Config {
     #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_size)]
     pub item_size_max: usize,
 
+    /// Where a key's prefix ends for `stats detail` (memcached's -D).
+    #[arg(short = 'D', long = "prefix-delimiter", default_value_t = ':')]
+    pub prefix_delimiter: char,
+
+    /// Let the `shutdown` command stop this node (memcached's -A); off, it
+    /// answers `ERROR: shutdown not enabled`.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+
     /// Verbose logging; repeat for more (-vv).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,

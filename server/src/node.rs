@@ -120,7 +120,6 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         storage: storage.clone(),
         stats: ServerStats::default(),
         settings: Settings {
-            max_bytes: (config.memory_mb as u64) << 20,
             max_connections: config.max_connections,
             port: config.port,
             interface: config.listen.to_string(),
@@ -132,6 +131,8 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             batch_connections: config.batch_connections,
             batch_shed_after_us: config.batch_shed_after_ms.saturating_mul(1000),
             hot_keys: config.hot_keys,
+            prefix_delimiter: config.prefix_delimiter as u8,
+            shutdown_command: config.enable_shutdown,
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),

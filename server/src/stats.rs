@@ -61,6 +61,8 @@ pub struct ServerStats {
     store_no_memory: AtomicU64,
     /// Current `verbosity` level (memcached keeps it as a setting).
     pub verbosity: AtomicU32,
+    /// `stats detail`: counts per key prefix, while turned on.
+    pub prefixes: crate::record::prefixes::PrefixStats,
 }
 
 impl ServerStats {
@@ -86,6 +88,7 @@ impl ServerStats {
 
     /// `stats reset`: zero the counters that memcached resets.
     pub fn reset(&self) {
+        self.prefixes.clear();
         for a in [
             &self.total_connections,
             &self.rejected_connections,
@@ -163,7 +166,6 @@ impl Drop for ConnGuard {
 /// Settings reported by `stats settings`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub max_bytes: u64,
     pub max_connections: usize,
     pub port: u16,
     pub interface: String,
@@ -178,6 +180,10 @@ pub struct Settings {
     pub batch_shed_after_us: u64,
     /// Whether hot keys are counted, and how they are shown.
     pub hot_keys: HotKeyMode,
+    /// Where a key's prefix ends for `stats detail` (memcached's `-D`).
+    pub prefix_delimiter: u8,
+    /// Whether the `shutdown` command stops the node (memcached's `-A`).
+    pub shutdown_command: bool,
 }
 
 /// `stats` groups served by a layer above the executor (the cluster's
@@ -219,7 +225,7 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             let ld = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
             let (user, system) = rusage();
             put("pid", std::process::id().to_string());
-            put("uptime", (now - 2).to_string());
+            put("uptime", clock.uptime().to_string());
             put("time", clock.unix_now().to_string());
             put("version", VERSION.to_string());
             put(
@@ -298,7 +304,7 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
         Some(b"hotkeys") => out.extend(hotkeys::stats_lines(ctx.settings.hot_keys, now)),
         Some(b"settings") => {
             let c = ctx.settings;
-            put("maxbytes", c.max_bytes.to_string());
+            put("maxbytes", ctx.storage.limit_maxbytes().to_string());
             put("maxconns", c.max_connections.to_string());
             put("tcpport", c.port.to_string());
             put("udpport", "0".into());
@@ -308,6 +314,20 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 ctx.server.verbosity.load(Ordering::Relaxed).to_string(),
             );
             put("evictions", "on".into());
+            put(
+                "detail_enabled",
+                if ctx.server.prefixes.enabled() {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            );
+            put("stat_key_prefix", (c.prefix_delimiter as char).to_string());
+            put(
+                "shutdown_command",
+                if c.shutdown_command { "yes" } else { "no" }.into(),
+            );
             put("num_threads", c.threads.to_string());
             put("cas_enabled", "yes".into());
             put("tcp_backlog", c.backlog.to_string());

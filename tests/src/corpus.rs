@@ -381,6 +381,44 @@ pub fn cases() -> Vec<Case> {
                 "mg e v\r\n",
             ],
         ),
+        lines(
+            "meta flags applied in the order written (fuzzer findings)",
+            &[
+                // N after T wins: an expired vivified item, gone for incr.
+                "mg v1 T1000 N-1 t\r\n",
+                "incr v1 1\r\n",
+                "mg v2 N-1 T1000\r\n",
+                "mg v2 t v\r\n",
+                // R judged on the TTL before a later T.
+                "set r 0 1000 1\r\nx\r\n",
+                "mg r R2000 T-1 c\r\n",
+                "mg r R2000 c\r\n",
+                "ma n1 N0 T1000\r\n",
+                "mg n1 v\r\n",
+                // a vivified item and a touched one count as fetched.
+                "mg h1 N0\r\n",
+                "mg h1 h\r\n",
+                "set h2 0 0 1\r\nx\r\n",
+                "touch h2 0\r\n",
+                "mg h2 h\r\n",
+                // a plain get takes no recache token from a stale item.
+                "set s 0 0 1\r\nx\r\n",
+                "md s I\r\n",
+                "get s\r\n",
+                "mg s\r\n",
+                // non-numeric before the CAS; quiet ma answered when it creates.
+                "set e2 0 0 1\r\nx\r\n",
+                "ma e2 C1\r\n",
+                "ma q1 q N0\r\n",
+                "ma q1 q\r\n",
+                "mn\r\n",
+                // append takes C0 as no CAS.
+                "ms e2 1 MA C0\r\ny\r\n",
+                // base64 keys decoded as memcached decodes them.
+                "mg a2V5- b k\r\n",
+                "me a2V5- b\r\n",
+            ],
+        ),
         // ---- bad input ----
         lines(
             "bad command lines",

@@ -246,3 +246,23 @@ fn a_refused_store_is_answered_after_its_data_block() {
         }
     }
 }
+
+/// A `set` too large to store removes the key's old value (memcached's
+/// guard against stale data), also when the client goes away before the
+/// end of its data block: memcached acts on the line at once.
+#[test]
+fn a_too_large_set_removes_the_old_value_even_if_its_block_never_ends() {
+    let memcached = Server::memcached(&[]);
+    let zonecached = Server::zonecached(&[]);
+    for server in [&memcached, &zonecached] {
+        let mut c = server.connect();
+        assert_eq!(c.request(b"set k 0 0 3\r\nold\r\n"), b"STORED\r\n");
+        let mut c = server.connect();
+        c.send(b"set k 0 0 2000000\r\n");
+        c.send(&[b'x'; 1000]);
+        // Half-closed mid-block: no reply comes, from either.
+        assert_eq!(c.finish(), b"", "{}", server.name);
+        let mut c = server.connect();
+        assert_eq!(c.request(b"get k\r\n"), b"END\r\n", "{}", server.name);
+    }
+}

@@ -74,6 +74,8 @@ pub fn plan(cmd: &Command) -> Route {
         Command::PeerDrain { .. } => Route::Drain,
         Command::Version
         | Command::Verbosity { .. }
+        | Command::CacheMemlimit { .. }
+        | Command::Shutdown { .. }
         | Command::Stats { .. }
         | Command::Quit
         | Command::Close

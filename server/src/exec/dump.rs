@@ -4,8 +4,9 @@
 //! stretch at a time so the connection can send it as it goes and a large
 //! cache never sits whole in a buffer.
 
-use bytes::BytesMut;
-use zonecache_proto::push_key;
+use bytes::{Bytes, BytesMut};
+use zonecache_proto::number::parse_u32;
+use zonecache_proto::{push_key, Response};
 
 use super::Executor;
 use crate::store::{ScanCursor, Storage};
@@ -71,6 +72,85 @@ impl Executor {
             cursor = self.push_key_dump(mg, at, &mut out);
         }
         out
+    }
+}
+
+/// memcached's slab classes: `stats cachedump` takes ids below this.
+const SLAB_CLASSES: u32 = 64;
+/// The most `stats cachedump` answers (memcached's buffer), in bytes.
+const CACHEDUMP_MAX: usize = 2 << 20;
+
+impl Executor {
+    /// `stats cachedump <class> <limit>`: `ITEM <key> [<bytes> b; <expiry>
+    /// s]` per item, up to `limit` (0: all) and 2 MiB. The engine has no slab
+    /// classes: class 1 holds every item, as in `lru_crawler metadump`;
+    /// other valid classes are empty. Binary keys are left out, as
+    /// memcached leaves them out.
+    pub(super) fn cachedump(&self, args: &[Bytes]) -> Response {
+        if args.len() < 2 {
+            return Response::ClientError(Bytes::from_static(b"bad command line"));
+        }
+        let (Some(class), Some(limit)) = (parse_u32(&args[0]), parse_u32(&args[1])) else {
+            return Response::ClientError(Bytes::from_static(b"bad command line format"));
+        };
+        if class >= SLAB_CLASSES {
+            return Response::ClientError(Bytes::from_static(b"Illegal slab id"));
+        }
+        let mut out = BytesMut::new();
+        let mut shown = 0u32;
+        let unix_now = self.storage.clock().unix_now();
+        let mut cursor = (class == 1).then(ScanCursor::default);
+        while let Some(at) = cursor {
+            let mut full = false;
+            let step = self.storage.scan(at, STRETCH_SLOTS, &mut |item| {
+                if item.deleted || item.key_binary {
+                    return true;
+                }
+                let expiry = if item.ttl < 0 { 0 } else { unix_now + item.ttl };
+                let line = format!(" [{} b; {expiry} s]\r\n", item.value.len());
+                if out.len() + 5 + item.key.len() + line.len() + 6 > CACHEDUMP_MAX {
+                    full = true;
+                    return false;
+                }
+                out.extend_from_slice(b"ITEM ");
+                out.extend_from_slice(item.key);
+                out.extend_from_slice(line.as_bytes());
+                shown += 1;
+                !(limit != 0 && shown >= limit)
+            });
+            let done = full || (limit != 0 && shown >= limit);
+            cursor = step.next.filter(|_| !done);
+        }
+        out.extend_from_slice(b"END\r\n");
+        Response::Lines(out.freeze())
+    }
+
+    /// `stats sizes`: items by total size in 32-byte buckets, as memcached
+    /// counts them with `-o track_sizes` (its item size: header, key,
+    /// value), walked from the store when asked.
+    pub(super) fn size_histogram(&self) -> Response {
+        let mut buckets: std::collections::BTreeMap<usize, u64> = Default::default();
+        let mut cursor = Some(ScanCursor::default());
+        while let Some(at) = cursor {
+            let step = self.storage.scan(at, STRETCH_SLOTS, &mut |item| {
+                if !item.deleted {
+                    *buckets.entry(item.memcached_size.div_ceil(32)).or_default() += 1;
+                }
+                true
+            });
+            cursor = step.next;
+        }
+        Response::Stats(
+            buckets
+                .into_iter()
+                .map(|(b, n)| {
+                    (
+                        Bytes::from((b * 32).to_string()),
+                        Bytes::from(n.to_string()),
+                    )
+                })
+                .collect(),
+        )
     }
 }
 

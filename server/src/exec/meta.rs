@@ -21,9 +21,8 @@ struct Known<'a> {
     key_binary: bool,
     /// `s`: value size.
     size: Option<usize>,
-    /// `t`: remaining TTL before and after a `T` among the flags, and
-    /// whether `N` counts as such a `T` (a vivified item).
-    ttl: Option<(i64, i64, bool)>,
+    /// `t`: remaining TTL as each `T` and `N` among the flags leaves it.
+    ttl: Option<TtlSteps>,
     /// `c`: CAS.
     cas: Option<u64>,
     /// `f`: client flags.
@@ -34,6 +33,33 @@ struct Known<'a> {
     fetched: Option<bool>,
 }
 
+/// The remaining TTLs a `t` flag can show: memcached applies `T` (and `N`
+/// on an item it just created) in the order they were written, and `t`
+/// shows the TTL as of its own position.
+#[derive(Clone, Copy)]
+struct TtlSteps {
+    /// Before any `T` or `N`.
+    before: i64,
+    /// After a `T`.
+    touched: Option<i64>,
+    /// After an `N`, when the item was vivified.
+    vivified: Option<i64>,
+}
+
+impl TtlSteps {
+    /// The steps of a command with flags `meta` on an item whose TTL was
+    /// `before` and which it did (or did not) vivify.
+    fn of(exec: &Executor, meta: &Meta, before: i64, vivified: bool) -> TtlSteps {
+        let clock = exec.storage.clock();
+        let f = &meta.flags;
+        TtlSteps {
+            before,
+            touched: f.ttl.map(|t| clock.remaining(t)),
+            vivified: f.vivify.filter(|_| vivified).map(|n| clock.remaining(n)),
+        }
+    }
+}
+
 /// The return flags `meta` asked for, in request order. `O` and `k` are
 /// always echoed; the rest when `known` has them.
 fn echo(meta: &Meta, known: &Known<'_>) -> Vec<MetaToken> {
@@ -42,18 +68,11 @@ fn echo(meta: &Meta, known: &Known<'_>) -> Vec<MetaToken> {
         flag,
         arg: Bytes::from(n),
     };
-    let mut ttl = known.ttl.map(|(before, _, _)| before);
+    let mut ttl = known.ttl.map(|steps| steps.before);
     for t in &meta.flags.tokens {
         match t.flag {
-            // `t` reports the TTL as of its position among the flags:
-            // memcached applies `T` (and `N` on a vivified item) in order.
-            b'T' | b'N' => {
-                if let Some((_, after, vivified)) = known.ttl {
-                    if t.flag == b'T' || vivified {
-                        ttl = Some(after);
-                    }
-                }
-            }
+            b'T' => ttl = known.ttl.and_then(|s| s.touched).or(ttl),
+            b'N' => ttl = known.ttl.and_then(|s| s.vivified).or(ttl),
             b'O' => out.push(t.clone()),
             b'k' => {
                 let mut key = BytesMut::new();
@@ -118,15 +137,21 @@ pub(super) fn get(exec: &Executor, meta: &Meta) -> Reply {
     let opts = ReadOptions {
         touch: f.ttl,
         no_update: f.no_update,
-        vivify: f.vivify,
+        vivify: f.vivified_ttl(),
         recache: f.recache,
+        recache_sees_touch: f.written_before(b'T', b'R'),
         key_binary: f.base64,
         tombstones: false,
+        win_tokens: true,
     };
     let mut result = Reply::Silent;
     exec.storage.read(&meta.key, opts, &mut |item| {
         result = match item {
-            Some(item) => hit(meta, item),
+            Some(item) => hit(
+                meta,
+                item,
+                TtlSteps::of(exec, meta, item.ttl_before, item.vivified),
+            ),
             None if f.quiet => Reply::Silent,
             None => reply(MetaCode::Miss, echo(meta, &request_key(meta))),
         }
@@ -134,12 +159,12 @@ pub(super) fn get(exec: &Executor, meta: &Meta) -> Reply {
     result
 }
 
-fn hit(meta: &Meta, item: &ItemView<'_>) -> Reply {
+fn hit(meta: &Meta, item: &ItemView<'_>, ttl: TtlSteps) -> Reply {
     let known = Known {
         key: item.key,
         key_binary: item.key_binary,
         size: Some(item.value.len()),
-        ttl: Some((item.ttl_before, item.ttl, item.vivified)),
+        ttl: Some(ttl),
         cas: Some(item.cas),
         flags: Some(item.flags),
         last_access: Some(item.last_access),
@@ -232,17 +257,25 @@ pub(super) fn arith(exec: &Executor, meta: &Meta) -> Reply {
         delta: f.delta.unwrap_or(1),
         compare_cas: f.compare_cas,
         version: exec.version(f.new_cas),
-        vivify: f.vivify.map(|ttl| (ttl, f.initial.unwrap_or(0))),
+        vivify: f.vivified_ttl().map(|ttl| (ttl, f.initial.unwrap_or(0))),
         touch: f.ttl,
         key_binary: f.base64,
     };
     match exec.storage.arith(&req) {
-        // memcached shows HD to a quiet `ma` that carries `N`.
-        ArithOutcome::Done { .. } if f.quiet && f.vivify.is_none() => Reply::Silent,
-        ArithOutcome::Done { value, cas, ttl } => {
+        // memcached answers a quiet `ma` that created its item.
+        ArithOutcome::Done {
+            vivified: false, ..
+        } if f.quiet => Reply::Silent,
+        ArithOutcome::Done {
+            value,
+            cas,
+            ttl_before,
+            vivified,
+            ..
+        } => {
             let known = Known {
                 cas: Some(cas),
-                ttl: Some((ttl, ttl, false)),
+                ttl: Some(TtlSteps::of(exec, meta, ttl_before, vivified)),
                 ..request_key(meta)
             };
             let flags = echo(meta, &known);
@@ -356,7 +389,11 @@ mod tests {
             arg: Bytes::new(),
         });
         let known = Known {
-            ttl: Some((-1, 30, false)),
+            ttl: Some(TtlSteps {
+                before: -1,
+                touched: Some(30),
+                vivified: None,
+            }),
             ..request_key(&m2)
         };
         // `t` before `T` sees the old TTL, after it the new one.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use zonecache_proto::{push_value, Command, Response, Store, StoreMode, Value, TOO_LARGE_MESSAGE};
 
+use crate::record::prefixes::PrefixEvent;
 use crate::stats::{self, ConnCounters, ConnRegistry, ServerStats, Settings, StatsGroups};
 use crate::store::{
     ArithOutcome, ArithRequest, DeleteOutcome, DeleteRequest, ReadOptions, Storage, StoreKind,
@@ -92,6 +93,12 @@ impl Executor {
         }
     }
 
+    /// Counts `event` for `key`'s prefix while `stats detail on` is in force.
+    fn record_prefix(&self, key: &[u8], event: PrefixEvent) {
+        let delimiter = self.settings.prefix_delimiter;
+        self.stats.prefixes.record(key, delimiter, event);
+    }
+
     /// Writes `VALUE …` for `key` if it is here (the streaming multi-get).
     pub fn push_hit(&self, key: &[u8], touch: Option<i32>, cas: bool, out: &mut BytesMut) -> bool {
         let opts = ReadOptions {
@@ -111,6 +118,7 @@ impl Executor {
                 );
             }
         });
+        self.record_prefix(key, PrefixEvent::Get { hit });
         hit
     }
 
@@ -122,6 +130,7 @@ impl Executor {
             ..ReadOptions::default()
         };
         for key in read.keys {
+            let found = values.len();
             self.storage.read(key, opts, &mut |item| {
                 if let Some(item) = item {
                     values.push(Value {
@@ -132,6 +141,8 @@ impl Executor {
                     });
                 }
             });
+            let hit = values.len() > found;
+            self.record_prefix(key, PrefixEvent::Get { hit });
         }
         values
     }
@@ -208,6 +219,7 @@ impl Executor {
                 )
             }
             Command::Delete { key, noreply } => {
+                self.record_prefix(&key, PrefixEvent::Delete);
                 let req = DeleteRequest {
                     version: self.version(None),
                     ..DeleteRequest::default()
@@ -237,6 +249,7 @@ impl Executor {
                 noreply,
             } => {
                 counters.store_too_large += 1;
+                self.record_prefix(&key, PrefixEvent::Set);
                 // memcached drops the old value so a failed set cannot leave stale data.
                 if remove_existing {
                     let req = DeleteRequest {
@@ -256,6 +269,12 @@ impl Executor {
                 false,
             ),
             Command::Stats { args } => (self.stats_command(&args), false),
+            Command::CacheMemlimit { megabytes, noreply } => {
+                self.storage
+                    .set_memory_limit((megabytes as usize).saturating_mul(1 << 20));
+                (Response::Ok, noreply)
+            }
+            Command::Shutdown { graceful } => return self.shutdown(graceful),
             // Only a node of a cluster has peers (the connection loop
             // answers them there) and hints to give.
             Command::PeerChallenge { .. }
@@ -302,6 +321,7 @@ impl Executor {
 
     fn store(&self, s: &Store, counters: &mut ConnCounters) -> Response {
         counters.cmd_set += 1;
+        self.record_prefix(&s.key, PrefixEvent::Set);
         let kind = match s.mode {
             StoreMode::Set | StoreMode::Cas => StoreKind::Set,
             StoreMode::Add => StoreKind::Add,
@@ -352,11 +372,9 @@ impl Executor {
                 self.storage.reset_stats();
                 return Response::Reset;
             }
-            Some(b"detail") => {
-                return Response::ClientError(Bytes::from_static(
-                    b"usage: stats detail on|off|dump",
-                ))
-            }
+            Some(b"detail") => return self.stats_detail(args.get(1).map(|a| &a[..])),
+            Some(b"cachedump") => return self.cachedump(&args[1..]),
+            Some(b"sizes") => return self.size_histogram(),
             _ => {}
         }
         match self.stats_lines(args) {
@@ -372,6 +390,43 @@ impl Executor {
 }
 
 impl Executor {
+    /// `stats detail on|off|dump`: memcached's prefix statistics.
+    fn stats_detail(&self, what: Option<&[u8]>) -> Response {
+        match what {
+            Some(b"on") => self.stats.prefixes.enable(true),
+            Some(b"off") => self.stats.prefixes.enable(false),
+            Some(b"dump") => return Response::Lines(Bytes::from(self.stats.prefixes.dump())),
+            _ => {
+                return Response::ClientError(Bytes::from_static(
+                    b"usage: stats detail on|off|dump",
+                ))
+            }
+        }
+        Response::Ok
+    }
+
+    /// `shutdown [graceful]`: stops the node as SIGINT does (both modes: a
+    /// node's stop is always graceful), closing this connection without a
+    /// word as memcached does; refused unless the operator enabled it.
+    fn shutdown(&self, graceful: Option<bool>) -> Reply {
+        if !self.settings.shutdown_command {
+            return Reply::Send(Response::Raw(Bytes::from_static(
+                b"ERROR: shutdown not enabled",
+            )));
+        }
+        if graceful.is_none() {
+            return Reply::Send(Response::ClientError(Bytes::from_static(
+                b"invalid shutdown mode",
+            )));
+        }
+        tracing::warn!("shutdown command received: stopping");
+        // SAFETY: kill(2) on our own pid with a signal our handler takes.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGINT);
+        }
+        Reply::Drop
+    }
+
     /// The lines of `stats <args>`, or `None` for an unknown group: what
     /// the `stats` command answers and `/metrics` is made from.
     pub fn stats_lines(&self, args: &[Bytes]) -> Option<Vec<(String, String)>> {

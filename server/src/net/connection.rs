@@ -72,7 +72,11 @@ pub async fn serve(
             r = read => r,
             _ = shutdown.changed() => break 'conn Ok(()),
         };
+        // At the end of input a refused block's refusal may still have an
+        // effect to apply (its reply silenced): one last round for it.
+        let ended = matches!(n, Ok(0));
         let n = match n {
+            Ok(0) if parser.end_of_input() => 0,
             Ok(0) => break 'conn Ok(()),
             Ok(n) => n,
             Err(e) => break 'conn Err(e),
@@ -213,6 +217,9 @@ pub async fn serve(
             }
         }
         flush(&mut stream, &mut wbuf, &mut counters).await?;
+        if ended {
+            break 'conn Ok(());
+        }
         if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
             rbuf = BytesMut::with_capacity(READ_CHUNK);
         }

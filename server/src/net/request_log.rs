@@ -157,6 +157,8 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::FlushAll { .. } => "flush_all",
         Command::Version => "version",
         Command::Verbosity { .. } => "verbosity",
+        Command::CacheMemlimit { .. } => "cache_memlimit",
+        Command::Shutdown { .. } => "shutdown",
         Command::Stats { .. } => "stats",
         Command::Quit => "quit",
         Command::MetaNoop => "mn",

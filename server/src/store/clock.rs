@@ -7,12 +7,21 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Relative times at or above this many seconds are absolute unix times.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 
+/// memcached's `ITEM_UPDATE_INTERVAL`: its clock starts this many seconds
+/// (plus 2) before the process, so an expired item's time (1) lies that far
+/// in the past and `t` shows it as memcached does.
+pub const ITEM_UPDATE_INTERVAL: u32 = 60;
+
+/// Where the clock starts: memcached's `current_time` at start.
+const START: u32 = ITEM_UPDATE_INTERVAL + 2;
+
 /// The process clock.
 #[derive(Debug)]
 pub struct Clock {
     /// Monotonic start, so a wall-clock jump cannot expire everything.
     start: Instant,
-    /// Unix time at start, minus 2 as memcached does (so time 1 is always past).
+    /// Unix time at start, minus [`START`] as memcached does (so time 1 is
+    /// always past).
     process_started: i64,
 }
 
@@ -31,13 +40,18 @@ impl Clock {
             .unwrap_or(0);
         Clock {
             start: Instant::now(),
-            process_started: unix - 2,
+            process_started: unix - i64::from(START),
         }
     }
 
-    /// Seconds since (process start - 2): memcached's `current_time`.
+    /// Seconds since `process_started`: memcached's `current_time`.
     pub fn now(&self) -> u32 {
-        (self.start.elapsed().as_secs() + 2) as u32
+        (self.start.elapsed().as_secs() + u64::from(START)) as u32
+    }
+
+    /// Seconds since the process started, as `stats` reports `uptime`.
+    pub fn uptime(&self) -> u32 {
+        self.now() - ITEM_UPDATE_INTERVAL
     }
 
     /// Unix time now.
@@ -68,6 +82,15 @@ impl Clock {
             return (exptime - self.process_started).min(i64::from(u32::MAX)) as u32;
         }
         (exptime + i64::from(self.now())).min(i64::from(u32::MAX)) as u32
+    }
+
+    /// The remaining TTL an item given `exptime` now has, as memcached's
+    /// `t` flag reports it: -1 for none, negative when already past.
+    pub fn remaining(&self, exptime: i32) -> i64 {
+        match self.expiry(exptime) {
+            0 => -1,
+            at => i64::from(at) - i64::from(self.now()),
+        }
     }
 }
 

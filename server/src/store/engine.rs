@@ -121,6 +121,23 @@ impl Engine {
         self.pool.limit()
     }
 
+    /// Evicts, a segment per shard per round, until the pool is within its
+    /// limit or nothing is left to evict.
+    fn evict_to_limit(&self) {
+        while self.pool.allocated() > self.pool.limit() {
+            let mut freed = false;
+            for i in 0..self.shards.len() {
+                if self.pool.allocated() <= self.pool.limit() {
+                    return;
+                }
+                freed |= self.lock(i).evict_for_pool();
+            }
+            if !freed {
+                return;
+            }
+        }
+    }
+
     /// Number of shards (for stats).
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -250,6 +267,11 @@ impl Storage for Engine {
 
     fn limit_maxbytes(&self) -> u64 {
         self.pool_limit() as u64
+    }
+
+    fn set_memory_limit(&self, bytes: usize) {
+        self.pool.set_limit(bytes);
+        self.evict_to_limit();
     }
 
     fn clock(&self) -> &Clock {

@@ -142,15 +142,22 @@ pub struct ReadOptions {
     pub touch: Option<i32>,
     /// Don't bump the item (meta `u`).
     pub no_update: bool,
-    /// On a miss, create an empty item with this TTL and win its token (meta `N`).
+    /// On a miss, create an empty item with this TTL and win its token
+    /// (meta `N`; `T`'s TTL when a `T` follows it, see `vivified_ttl`).
     pub vivify: Option<i32>,
     /// Win the recache token when the remaining TTL is below this (meta `R`).
     pub recache: Option<i32>,
+    /// `R` compares with the TTL `touch` set (a `T` written before it),
+    /// not the item's old one.
+    pub recache_sees_touch: bool,
     /// The key travels base64-encoded (for vivified items).
     pub key_binary: bool,
     /// Report a tombstone as an item with `deleted` set (peers comparing
     /// versions), instead of as a miss.
     pub tombstones: bool,
+    /// A meta read (`mg`): it can win the recache token of a stale item.
+    /// A plain `get` of a stale item takes no token, as in memcached.
+    pub win_tokens: bool,
 }
 
 /// What a read sees of an item, handed to the caller under the shard lock so
@@ -202,9 +209,10 @@ pub struct ArithRequest<'a> {
     pub compare_cas: Option<u64>,
     /// How the result's CAS is chosen.
     pub version: Version,
-    /// On a miss, create the item with (TTL, initial value) (meta `N`, `J`).
+    /// On a miss, create the item with (TTL, initial value) (meta `N`, `J`;
+    /// `T`'s TTL when a `T` follows `N`).
     pub vivify: Option<(i32, u64)>,
-    /// Update the TTL (meta `T`).
+    /// Update the TTL of an existing item (meta `T`).
     pub touch: Option<i32>,
     /// The key travels base64-encoded.
     pub key_binary: bool,
@@ -213,14 +221,17 @@ pub struct ArithRequest<'a> {
 /// Result of arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArithOutcome {
-    /// The new value, its CAS, and remaining TTL (-1 none).
+    /// The new value, its CAS, and what its TTL was.
     Done {
         /// The value after the operation.
         value: u64,
         /// CAS of the updated item.
         cas: u64,
-        /// Remaining TTL, -1 if none.
-        ttl: i64,
+        /// Remaining TTL before a `T` touch (-1 for a vivified item, which
+        /// memcached creates without one).
+        ttl_before: i64,
+        /// The item was created by vivify (`N`).
+        vivified: bool,
     },
     /// No such item.
     NotFound,
@@ -370,6 +381,9 @@ pub trait Storage: Send + Sync + 'static {
     fn reset_stats(&self);
     /// The memory limit in bytes.
     fn limit_maxbytes(&self) -> u64;
+    /// A new memory limit (`cache_memlimit`); a lower one evicts down to it
+    /// before returning.
+    fn set_memory_limit(&self, bytes: usize);
     /// The clock the engine judges expiry by.
     fn clock(&self) -> &Clock;
 }

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub struct Pool {
     allocated: AtomicUsize,
-    limit: usize,
+    /// The budget; `cache_memlimit` changes it at run time.
+    limit: AtomicUsize,
 }
 
 impl Pool {
@@ -23,7 +24,7 @@ impl Pool {
     pub fn new(limit: usize) -> Pool {
         Pool {
             allocated: AtomicUsize::new(0),
-            limit,
+            limit: AtomicUsize::new(limit),
         }
     }
 
@@ -34,14 +35,21 @@ impl Pool {
 
     /// The budget.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A new budget. Reservations from then on fit under it; what is
+    /// already held above it is for the caller to evict.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Release);
     }
 
     /// Takes `n` bytes if they fit under the limit.
     pub fn try_reserve(&self, n: usize) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
         let mut current = self.allocated.load(Ordering::Relaxed);
         loop {
-            let Some(next) = current.checked_add(n).filter(|&next| next <= self.limit) else {
+            let Some(next) = current.checked_add(n).filter(|&next| next <= limit) else {
                 return false;
             };
             match self.allocated.compare_exchange_weak(
@@ -103,6 +111,34 @@ mod loom_tests {
             );
             pool.release(held);
             assert_eq!(pool.allocated(), 0);
+        });
+    }
+
+    /// A shrink racing with a writer: a reservation made after the new
+    /// limit is seen fits under it, and the count stays exact.
+    #[test]
+    fn a_lowered_limit_holds_from_then_on() {
+        loom::model(|| {
+            let pool = Arc::new(Pool::new(100));
+            let shrinker = {
+                let pool = pool.clone();
+                thread::spawn(move || pool.set_limit(30))
+            };
+            let writer = {
+                let pool = pool.clone();
+                thread::spawn(move || pool.try_reserve(40))
+            };
+            shrinker.join().unwrap();
+            let early = writer.join().unwrap();
+            // Whether the writer saw 100 or 30 depends on the interleaving;
+            // after both, only what fits under 30 is taken.
+            let late = pool.try_reserve(40);
+            assert!(!late, "40 bytes never fit under 30");
+            assert_eq!(pool.allocated(), if early { 40 } else { 0 });
+            assert!(
+                pool.try_reserve(30) != early,
+                "30 fit only into an empty pool"
+            );
         });
     }
 

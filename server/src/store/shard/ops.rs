@@ -116,11 +116,15 @@ impl Shard {
                 if opts.key_binary {
                     bits |= BIT_KEY_BINARY;
                 }
+                // memcached bumps the item it just created, as any read.
+                if !opts.no_update {
+                    bits |= BIT_FETCHED;
+                }
                 let item = NewItem {
                     key,
                     value: (b"", b""),
                     flags: 0,
-                    exptime: clock.expiry(opts.touch.unwrap_or(ttl)),
+                    exptime: clock.expiry(ttl),
                     atime: now,
                     bits,
                     freq: 0,
@@ -172,11 +176,16 @@ impl Shard {
         let stale = bits & BIT_STALE != 0;
         let mut won = false;
         if let Some(r) = opts.recache {
-            if !token_sent && exptime != 0 && exptime < clock.expiry(r) {
+            let at_r = if opts.recache_sees_touch {
+                exptime
+            } else {
+                item.exptime()
+            };
+            if !token_sent && at_r != 0 && at_r < clock.expiry(r) {
                 won = true;
             }
         }
-        if stale && !token_sent {
+        if stale && !token_sent && opts.win_tokens {
             won = true;
         }
         if won {
@@ -274,7 +283,10 @@ impl Shard {
                 };
             };
             let have = self.cas_of(found.loc);
-            if have != want {
+            // To append and prepend CAS 0 is no CAS; to memcached's CAS
+            // mode (set, replace) it is a mismatch.
+            let appending = matches!(kind, StoreKind::Append | StoreKind::Prepend);
+            if have != want && !(appending && want == 0) {
                 // memcached never takes CAS 0 as an older version.
                 if req.invalidate
                     && want != 0

@@ -46,11 +46,17 @@ impl Shard {
                 Some(loc) => ArithOutcome::Done {
                     value: initial,
                     cas: self.cas_of(loc),
-                    ttl: remaining(item.exptime, now),
+                    ttl_before: -1,
+                    vivified: true,
                 },
                 None => ArithOutcome::OutOfMemory,
             };
         };
+        // memcached's order: an empty value, then the CAS, then the digits.
+        let old_len = self.item(found.loc).value_len();
+        if old_len == 0 {
+            return ArithOutcome::NonNumeric;
+        }
         let have = self.cas_of(found.loc);
         if let Some(want) = req.compare_cas {
             if want != 0 && want != have {
@@ -58,12 +64,7 @@ impl Shard {
             }
         }
         let item = self.item(found.loc);
-        let old_len = item.value_len();
-        let Some(old) = (if old_len == 0 {
-            None
-        } else {
-            parse_counter(item.value())
-        }) else {
+        let Some(old) = parse_counter(item.value()) else {
             return ArithOutcome::NonNumeric;
         };
         let value = if req.incr {
@@ -74,9 +75,18 @@ impl Shard {
         let mut digits = value.to_string().into_bytes();
         // memcached rewrites in place when the number got no longer, padding
         // with spaces; `get` then shows those spaces, so we do the same.
-        if digits.len() <= old_len {
+        // In place the item keeps its marks (stale, token sent, fetched); a
+        // longer number is a new item, marked afresh.
+        let in_place = digits.len() <= old_len;
+        let kept = if in_place {
+            item.bits()
+        } else {
+            item.bits() & BIT_KEY_BINARY
+        };
+        if in_place {
             digits.resize(old_len, b' ');
         }
+        let ttl_before = remaining(item.exptime(), now);
         let exptime = match req.touch {
             Some(t) => clock.expiry(t),
             None => item.exptime(),
@@ -87,7 +97,7 @@ impl Shard {
             flags: item.flags(),
             exptime,
             atime: now,
-            bits: item.bits() & (BIT_KEY_BINARY | BIT_FETCHED),
+            bits: kept,
             freq: item.freq(),
             cas: req.version.cas_over(held_cas),
         };
@@ -100,7 +110,8 @@ impl Shard {
             Some(loc) => ArithOutcome::Done {
                 value,
                 cas: self.cas_of(loc),
-                ttl: remaining(exptime, now),
+                ttl_before,
+                vivified: false,
             },
             None => ArithOutcome::OutOfMemory,
         }
@@ -110,8 +121,16 @@ impl Shard {
         let hash = self.hash(key);
         match self.lookup(hash, key).filter(|f| !self.is_tombstone(f.loc)) {
             Some(found) => {
-                let exptime = clock.expiry(exptime);
-                self.item_mut(found.loc).set_exptime(exptime);
+                // A touch is an access, as in memcached: fetched, bumped.
+                let item = self.item(found.loc);
+                let bits = item.bits() | BIT_FETCHED;
+                let freq = (item.freq() + 1).min(MAX_FREQ);
+                let now = self.now;
+                let mut m = self.item_mut(found.loc);
+                m.set_exptime(clock.expiry(exptime));
+                m.set_bits(bits);
+                m.set_freq(freq);
+                m.set_atime(now);
                 self.stats.touch_hits += 1;
                 true
             }
