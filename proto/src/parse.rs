@@ -659,6 +659,7 @@ impl RequestParser {
                     _ => None,
                 },
             },
+            b"refresh_certs" if n <= 2 => Command::RefreshCerts { noreply },
             b"cache_memlimit" => {
                 if n != 2 && n != 3 {
                     return error;

@@ -247,6 +247,12 @@ pub enum Command {
         /// `shutdown graceful`; `None` for a mode memcached does not know.
         graceful: Option<bool>,
     },
+    /// `refresh_certs [noreply]`: re-read the TLS certificates
+    /// (memcached's command; SIGHUP does the same).
+    RefreshCerts {
+        /// The client asked for no reply.
+        noreply: bool,
+    },
     /// `stats [group …]`: the words after `stats`.
     Stats {
         /// Subcommand and its arguments (empty for plain `stats`).
@@ -450,6 +456,10 @@ impl Command {
                 Some(true) => b"shutdown graceful\r\n",
                 _ => b"shutdown\r\n",
             }),
+            Command::RefreshCerts { noreply } => {
+                out.extend_from_slice(b"refresh_certs");
+                push_noreply(out, *noreply);
+            }
             Command::Stats { args } => push_key_line(out, "stats", args),
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
             Command::PeerChallenge { nonce } => {
@@ -540,6 +550,7 @@ impl Command {
             | Command::FlushAll { noreply, .. }
             | Command::Verbosity { noreply, .. }
             | Command::CacheMemlimit { noreply, .. }
+            | Command::RefreshCerts { noreply }
             | Command::TooLarge { noreply, .. } => *noreply,
             Command::Invalid(e) => e.noreply,
             _ => false,

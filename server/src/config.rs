@@ -1,6 +1,7 @@
 //! Command-line settings, named and defaulted as memcached's where they overlap.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -13,6 +14,41 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The oldest TLS version a node accepts on its TLS ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 and 1.3 (memcached's default).
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl TlsMinVersion {
+    /// As memcached's `stats settings` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMinVersion::Tls12 => "tlsv1.2",
+            TlsMinVersion::Tls13 => "tlsv1.3",
+        }
+    }
+}
+
+/// Where a node's TLS identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the node's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// that chains to one of them (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// The oldest protocol version accepted.
+    pub min_version: TlsMinVersion,
 }
 
 /// zonecached: one zonecache node. Speaks the memcached text and meta protocol.
@@ -51,6 +87,33 @@ pub struct Config {
     /// answers `ERROR: shutdown not enabled`.
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
+
+    /// Serve TLS on this port too (0: none), with --tls-cert and --tls-key;
+    /// the plain port stays, so a fleet can move clients over.
+    #[arg(long = "tls-port", default_value_t = 0)]
+    pub tls_port: u16,
+
+    /// Serve the batch lane over TLS on this port too (0: none).
+    #[arg(long = "tls-batch-port", default_value_t = 0)]
+    pub tls_batch_port: u16,
+
+    /// PEM certificate chain of the TLS ports (re-read on SIGHUP and
+    /// `refresh_certs`).
+    #[arg(long = "tls-cert")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the TLS ports.
+    #[arg(long = "tls-key")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients of the TLS ports must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(long = "tls-client-ca")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Oldest TLS version accepted: 1.2 or 1.3.
+    #[arg(long = "tls-min-version", value_enum, default_value_t = TlsMinVersion::Tls12)]
+    pub tls_min_version: TlsMinVersion,
 
     /// Verbose logging; repeat for more (-vv).
     #[arg(short = 'v', action = clap::ArgAction::Count)]
@@ -163,6 +226,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// The TLS ports' files, when a TLS port is asked for; an error says
+    /// what is missing.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {
+        let wanted = self.tls_port != 0 || self.tls_batch_port != 0;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) if wanted => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                min_version: self.tls_min_version,
+            })),
+            (None, None) if !wanted && self.tls_client_ca.is_none() => Ok(None),
+            _ if !wanted => Err("--tls-cert, --tls-key and --tls-client-ca need a \
+                 --tls-port or --tls-batch-port to serve"
+                .into()),
+            _ => Err("a TLS port needs both --tls-cert and --tls-key (PEM files)".into()),
+        }
+    }
+
     /// Worker threads to run.
     pub fn worker_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {

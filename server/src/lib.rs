@@ -7,8 +7,9 @@
 //! no sockets, zones or wire format). Beside them `node.rs` runs a node and
 //! wires the layers together, `config.rs` reads the command line,
 //! `stats.rs` holds the counters every layer adds to, `record/` the
-//! per-thread histograms and hot keys the request path records, and
-//! `metrics/` serves them (and the probes) over HTTP for Prometheus.
+//! per-thread histograms and hot keys the request path records,
+//! `metrics/` serves them (and the probes) over HTTP for Prometheus, and
+//! `tls.rs` makes the TLS ports' rustls configuration from the node's files.
 
 // tokio has no networking under `--cfg loom`: the loom models cover
 // `store` and the cluster's stall counter, and everything that does I/O is
@@ -42,3 +43,5 @@ pub mod stats;
 #[cfg(not(loom))]
 pub mod status;
 pub mod store;
+#[cfg(not(loom))]
+pub mod tls;

@@ -24,6 +24,13 @@ pub struct LocalNode {
     /// Its config file.
     pub config: PathBuf,
     pub pid: u32,
+    /// Its TLS port (0: none) and the certificate and key it serves there.
+    #[serde(default)]
+    pub tls_port: u16,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The state file's contents.
@@ -74,6 +81,10 @@ pub fn spawn(binary: &Path, node: &LocalNode, log: Option<&Path>) -> Result<Chil
         .stdin(Stdio::null());
     if node.metrics_port != 0 {
         command.args(["--metrics-port", &node.metrics_port.to_string()]);
+    }
+    if let (port @ 1.., Some(cert), Some(key)) = (node.tls_port, &node.tls_cert, &node.tls_key) {
+        command.args(["--tls-port", &port.to_string(), "--tls-cert"]);
+        command.arg(cert).arg("--tls-key").arg(key);
     }
     if let Some(path) = log {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -135,4 +146,45 @@ pub fn stop(pid: u32, child: Option<&mut Child>, within: Duration) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
+}
+
+/// A certificate authority made for one local cluster, and the certificate
+/// its nodes serve on their TLS ports (for 127.0.0.1 and localhost), as PEM
+/// files in `dir`: `ca.pem` (what clients trust), `node.pem`, `node.key`
+/// (readable by this user only). Returns the node certificate's and key's
+/// paths.
+pub fn make_tls_identity(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let fail = |e: rcgen::Error| format!("making the local TLS certificates: {e}");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "zonecache local CA");
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(fail)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .map_err(fail)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "zonecache local node");
+    let key = KeyPair::generate().map_err(fail)?;
+    let cert = params.signed_by(&key, &ca, &ca_key).map_err(fail)?;
+    let (cert_path, key_path) = (dir.join("node.pem"), dir.join("node.key"));
+    let write = |path: &Path, text: String, private: bool| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if private { 0o600 } else { 0o644 })
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(&dir.join("ca.pem"), ca.pem(), false)?;
+    write(&cert_path, cert.pem(), false)?;
+    write(&key_path, key.serialize_pem(), true)?;
+    Ok((cert_path, key_path))
 }

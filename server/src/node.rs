@@ -3,6 +3,7 @@
 //! `zonecache node` run a node through here.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,14 +108,25 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let listener = net::bind(addr, config.backlog).map_err(|e| {
         format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
     })?;
-    let batch_listener = match config.batch_port {
-        0 => None,
-        port => {
-            let addr = SocketAddr::new(config.listen, port);
-            Some(net::bind(addr, config.backlog).map_err(|e| {
-                format!("cannot listen on batch port {addr}: {e} (choose another --batch-port)")
-            })?)
+    let extra = |port: u16, flag: &str| -> Result<Option<std::net::TcpListener>, String> {
+        if port == 0 {
+            return Ok(None);
         }
+        let addr = SocketAddr::new(config.listen, port);
+        net::bind(addr, config.backlog)
+            .map(Some)
+            .map_err(|e| format!("cannot listen on {flag} {addr}: {e} (choose another {flag})"))
+    };
+    let tls_files = config.tls_files()?;
+    let tls = match &tls_files {
+        Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
+        None => None,
+    };
+    let listeners = net::Listeners {
+        client: listener,
+        batch: extra(config.batch_port, "--batch-port")?,
+        client_tls: extra(config.tls_port, "--tls-port")?,
+        batch_tls: extra(config.tls_batch_port, "--tls-batch-port")?,
     };
     let exec = Arc::new(Executor {
         storage: storage.clone(),
@@ -133,6 +145,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             hot_keys: config.hot_keys,
             prefix_delimiter: config.prefix_delimiter as u8,
             shutdown_command: config.enable_shutdown,
+            tls: tls_files,
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),
@@ -154,7 +167,15 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             },
         ),
         cluster,
+        tls,
     });
+    if front.tls.is_some() {
+        front
+            .exec
+            .stats
+            .tls_loaded_at
+            .store(storage.clock().unix_now() as u64, Ordering::Relaxed);
+    }
     let metrics_listener = match config.metrics_port {
         0 => None,
         port => {
@@ -179,7 +200,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         })
     };
     tracing::info!(%addr, memory_mb = config.memory_mb, threads, shards, "zonecached listening");
-    let reloader = tokio::spawn(reload_on_sighup(front.cluster.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(front.clone()));
     let lease_asker = front
         .cluster
         .clone()
@@ -196,7 +217,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         tracing::info!(addr = ?listener.local_addr().ok(), "metrics on /metrics, probes on /healthz and /readyz");
         tokio::spawn(crate::metrics::serve(listener, front.clone(), stop_rx.clone()))
     });
-    let (workers, acceptor) = net::serve(listener, batch_listener, threads, front, stop_rx)
+    let (workers, acceptor) = net::serve(listeners, threads, front.clone(), stop_rx)
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
     let acceptor = tokio::spawn(acceptor);
     shutdown_signal().await;
@@ -219,21 +240,29 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Reloads the cluster config on every SIGHUP.
-async fn reload_on_sighup(cluster: Option<Arc<Cluster>>) {
+/// Reloads the cluster config and the TLS certificates on every SIGHUP.
+async fn reload_on_sighup(front: Arc<Front>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match &cluster {
+        match &front.cluster {
             Some(cluster) => match cluster.reload() {
                 Ok(()) => tracing::info!("cluster config reloaded"),
                 Err(e) => {
                     tracing::error!(error = %e, "cluster config not reloaded; the running one stays")
                 }
             },
-            None => tracing::info!("SIGHUP ignored: no cluster config"),
+            None => tracing::info!("SIGHUP: no cluster config to reload"),
+        }
+        if front.tls.is_some() {
+            match front.reload_certs() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificates not reloaded; the running ones stay")
+                }
+            }
         }
     }
 }

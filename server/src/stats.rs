@@ -46,6 +46,14 @@ pub struct ServerStats {
     pub peer_links_accepted: AtomicU64,
     /// Proofs of the cluster secret that failed (`zc_peer` answered `ERROR`).
     pub peer_links_refused: AtomicU64,
+    /// TLS handshakes completed on the TLS ports.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed or timed out (memcached's
+    /// `ssl_handshake_errors`).
+    pub tls_handshake_errors: AtomicU64,
+    /// When the TLS certificates were last (re)loaded, in unix seconds
+    /// (0: no TLS port).
+    pub tls_loaded_at: AtomicU64,
     /// How late the batch lane's thread runs its timer (µs, decaying peak):
     /// its measure of being starved by realtime work.
     pub batch_lag_us: AtomicU64,
@@ -184,6 +192,8 @@ pub struct Settings {
     pub prefix_delimiter: u8,
     /// Whether the `shutdown` command stops the node (memcached's `-A`).
     pub shutdown_command: bool,
+    /// The TLS ports' files, when there are TLS ports.
+    pub tls: Option<crate::config::TlsFiles>,
 }
 
 /// `stats` groups served by a layer above the executor (the cluster's
@@ -250,6 +260,16 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("batch_lag_us", ld(&s.batch_lag_us));
             put("peer_links_accepted", ld(&s.peer_links_accepted));
             put("peer_links_refused", ld(&s.peer_links_refused));
+            // memcached shows its TLS figures only when TLS is on.
+            if ctx.settings.tls.is_some() {
+                put("tls_handshakes", ld(&s.tls_handshakes));
+                put("ssl_handshake_errors", ld(&s.tls_handshake_errors));
+                let loaded = s.tls_loaded_at.load(Ordering::Relaxed) as i64;
+                put(
+                    "time_since_server_cert_refresh",
+                    (clock.unix_now() - loaded).max(0).to_string(),
+                );
+            }
             put(
                 "request_log_dropped",
                 ld(&crate::record::REQUEST_LOG_DROPPED),
@@ -328,6 +348,22 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 "shutdown_command",
                 if c.shutdown_command { "yes" } else { "no" }.into(),
             );
+            put(
+                "ssl_enabled",
+                if c.tls.is_some() { "yes" } else { "no" }.into(),
+            );
+            if let Some(tls) = &c.tls {
+                put("ssl_chain_cert", tls.cert.display().to_string());
+                put("ssl_key", tls.key.display().to_string());
+                let ca = tls.client_ca.as_ref().map(|p| p.display().to_string());
+                // memcached's verify modes: 0 none, 3 peer + fail without a cert.
+                put(
+                    "ssl_verify_mode",
+                    if ca.is_some() { "3" } else { "0" }.into(),
+                );
+                put("ssl_ca_cert", ca.unwrap_or_else(|| "NULL".into()));
+                put("ssl_min_version", tls.min_version.name().into());
+            }
             put("num_threads", c.threads.to_string());
             put("cas_enabled", "yes".into());
             put("tcp_backlog", c.backlog.to_string());

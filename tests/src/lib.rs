@@ -15,6 +15,7 @@ pub mod corpus;
 pub mod fuzz;
 pub mod procs;
 pub mod proxy;
+pub mod tls;
 
 pub use cluster::{loopback, ClusterNode, TestCluster};
 pub use conn::{Conn, REPLY_TIMEOUT};

@@ -76,6 +76,7 @@ pub fn plan(cmd: &Command) -> Route {
         | Command::Verbosity { .. }
         | Command::CacheMemlimit { .. }
         | Command::Shutdown { .. }
+        | Command::RefreshCerts { .. }
         | Command::Stats { .. }
         | Command::Quit
         | Command::Close

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node (what `zonecached` does; used by `local`).
-    Node(zonecache_server::config::Config),
+    Node(Box<zonecache_server::config::Config>),
     /// Start a local multi-zone cluster on 127.0.0.1 (no config file needed).
     Local {
         /// Number of zones.
@@ -37,6 +37,11 @@ enum Cmd {
         /// `deploy/prometheus/prometheus.yml` scrapes).
         #[arg(long, default_value_t = 11211)]
         base_port: u16,
+        /// Serve TLS too: a CA and a node certificate are made in the
+        /// config dir (`ca.pem` is what clients trust) and every node gets
+        /// a TLS port after its other ports.
+        #[arg(long)]
+        tls: bool,
         /// Serve no `/metrics`, `/healthz` and `/readyz`.
         #[arg(long)]
         no_metrics: bool,
@@ -213,7 +218,7 @@ impl NodesArgs {
 
 fn main() -> std::process::ExitCode {
     let (zones, nodes, ports, memory, write_policy, config_dir) = match Cli::parse().command {
-        Cmd::Node(config) => return zonecache_server::node::run_node(config),
+        Cmd::Node(config) => return zonecache_server::node::run_node(*config),
         Cmd::Status {
             nodes,
             json,
@@ -276,13 +281,14 @@ fn main() -> std::process::ExitCode {
             nodes,
             base_port,
             no_metrics,
+            tls,
             memory,
             write_policy,
             config_dir,
         } => (
             zones,
             nodes,
-            (base_port, !no_metrics),
+            (base_port, !no_metrics, tls),
             memory,
             write_policy,
             config_dir,
@@ -390,14 +396,16 @@ fn drain(
 fn local(
     zones: usize,
     nodes: usize,
-    (base_port, metrics): (u16, bool),
+    (base_port, metrics, tls): (u16, bool, bool),
     memory: usize,
     policy: &str,
     dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let count = zones * nodes;
-    if metrics && base_port as usize + 3 * count > 65_536 {
-        return Err("metrics ports beyond 65535: choose a lower base port".into());
+    // Realtime, batch, then metrics and TLS ports: a block of `count` each.
+    let blocks = 2 + usize::from(metrics) + usize::from(tls);
+    if base_port as usize + blocks * count > 65_536 {
+        return Err("ports beyond 65535: choose a lower base port".into());
     }
     let mut config = ClusterConfig::local(zones, nodes, base_port)?;
     config.write_policy = WritePolicy::from_name(policy)?;
@@ -410,6 +418,10 @@ fn local(
     let secret = config.secret.take().expect("a local cluster has a secret");
     write_private(&dir.join("secret"), &secret)?;
     config.secret_file = Some("secret".into());
+    let identity = match tls {
+        true => Some(zonecache_server::local::make_tls_identity(&dir)?),
+        false => None,
+    };
     // Every node is this same binary running `zonecache node`.
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut state = LocalState {
@@ -438,6 +450,13 @@ fn local(
                 memory_mb: memory,
                 config: path,
                 pid: 0,
+                tls_port: match tls {
+                    // After every other port.
+                    true => base_port + ((blocks - 1) * count + state.nodes.len()) as u16,
+                    false => 0,
+                },
+                tls_cert: identity.as_ref().map(|(cert, _)| cert.clone()),
+                tls_key: identity.as_ref().map(|(_, key)| key.clone()),
             };
             let child = spawn(&state.binary, &local, None)?;
             local.pid = child.id();
@@ -482,6 +501,17 @@ fn local(
         "configs in {} (cluster secret in its file `secret`); Ctrl-C stops every node",
         dir.display()
     );
+    if let Some(first) = state.nodes.first().filter(|n| n.tls_port != 0) {
+        println!(
+            "TLS on ports {}..{} (the same store as the plain ports), certificates in {}; \
+             try: openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
+            first.tls_port,
+            first.tls_port as usize + count - 1,
+            dir.display(),
+            dir.join("ca.pem").display(),
+            first.tls_port
+        );
+    }
     wait_for_ctrl_c();
     stop_all(&dir, &state, &mut children);
     println!("stopped {} nodes", state.nodes.len());

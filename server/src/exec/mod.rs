@@ -276,7 +276,9 @@ impl Executor {
             }
             Command::Shutdown { graceful } => return self.shutdown(graceful),
             // Only a node of a cluster has peers (the connection loop
-            // answers them there) and hints to give.
+            // answers them there) and hints to give; certificates belong
+            // to the connection loop's TLS ports.
+            Command::RefreshCerts { .. } => (Response::Error, false),
             Command::PeerChallenge { .. }
             | Command::PeerHello { .. }
             | Command::PeerLease { .. }

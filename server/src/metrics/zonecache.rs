@@ -21,6 +21,8 @@ pub fn add_node(f: &mut Families, general: &Lines) {
         ("batch_shed", "zonecache_batch_shed_total", "Batch-lane requests answered SERVER_ERROR busy because realtime work starved the lane."),
         ("peer_links_accepted", "zonecache_peer_links_accepted_total", "Connections that proved the cluster secret (peer links and direct-mode clients)."),
         ("peer_links_refused", "zonecache_peer_links_refused_total", "Connections refused as peers: no valid proof of the cluster secret."),
+        ("tls_handshakes", "zonecache_tls_handshakes_total", "TLS handshakes completed on the TLS ports (present only with a TLS port)."),
+        ("ssl_handshake_errors", "zonecache_tls_handshake_errors_total", "TLS handshakes that failed or took over 10 s (present only with a TLS port)."),
         ("read_requests", "zonecache_read_requests_total", "Read commands however many keys each asked for (compare with cmd_get to see batching)."),
         ("tombstones_written", "zonecache_tombstones_written_total", "Deletes that left a tombstone."),
         ("tombstones_evicted", "zonecache_tombstones_evicted_total", "Tombstones dropped before their time to make room."),

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use zonecache_client::Lane;
@@ -36,14 +35,16 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Buffers grown past this by a large value are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
 /// Serves one connection on `lane` until it closes or the node stops.
-pub async fn serve(
+/// `stream` is the accepted socket, or a TLS session over it; `local` is
+/// the address it was accepted on.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     front: Arc<Front>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     lane: Lane,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let local = stream.local_addr()?;
     let clock = front.exec.storage.clock();
     let guard = front.exec.conns.register(peer, local, clock.now());
     tracing::debug!(%peer, "connection opened");
@@ -135,6 +136,15 @@ pub async fn serve(
                     Reply::Send(Response::ServerError(CATCHING_UP.into()))
                 }
                 (Some(cluster), _) if cmd == Command::Leave => cluster.leave(),
+                // memcached's `refresh_certs`: a node without TLS ports
+                // does not know it.
+                (_, _) if matches!(cmd, Command::RefreshCerts { .. }) => match front.reload_certs()
+                {
+                    _ if front.tls.is_none() => Reply::Send(Response::Error),
+                    _ if cmd.noreply() => Reply::Silent,
+                    Ok(()) => Reply::Send(Response::Ok),
+                    Err(e) => Reply::Send(Response::ServerError(e.into())),
+                },
                 // Only a peer may dump this node's store (others: ERROR).
                 (Some(cluster), true) if matches!(cmd, Command::PeerDump { .. }) => {
                     cluster.dump(&front.exec, &cmd)
@@ -246,10 +256,10 @@ fn starved(front: &Front) -> bool {
 /// Streams a local multi-key read from the store into `wbuf`, sending it
 /// whenever it passes [`HIGH_WATER`] so a huge multi-get stays bounded.
 /// Returns how many keys were found.
-async fn stream_read(
+async fn stream_read<S: AsyncWrite + Unpin>(
     front: &Front,
     read: &MultiRead<'_>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     wbuf: &mut BytesMut,
     counters: &mut ConnCounters,
 ) -> std::io::Result<usize> {
@@ -267,10 +277,10 @@ async fn stream_read(
 
 /// Streams a crawler key dump of the whole store into `wbuf`, sending it
 /// whenever it passes [`HIGH_WATER`].
-async fn stream_key_dump(
+async fn stream_key_dump<S: AsyncWrite + Unpin>(
     front: &Front,
     mg: bool,
-    stream: &mut TcpStream,
+    stream: &mut S,
     wbuf: &mut BytesMut,
     counters: &mut ConnCounters,
 ) -> std::io::Result<()> {
@@ -286,13 +296,15 @@ async fn stream_key_dump(
     Ok(())
 }
 
-async fn flush(
-    stream: &mut TcpStream,
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     wbuf: &mut BytesMut,
     counters: &mut ConnCounters,
 ) -> std::io::Result<()> {
     if !wbuf.is_empty() {
         stream.write_all(wbuf).await?;
+        // A TLS session holds records until flushed (a no-op on TCP).
+        stream.flush().await?;
         counters.bytes_written += wbuf.len() as u64;
         wbuf.clear();
     }

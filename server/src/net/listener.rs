@@ -5,6 +5,10 @@
 //! the workers round-robin, so load is balanced and a connection never
 //! migrates between threads.
 //!
+//! TLS ports (`--tls-port`, `--tls-batch-port`) beside the plain ones take
+//! the same path: the worker that serves a connection does its handshake
+//! first (bounded by [`HANDSHAKE_TIMEOUT`]), counted in `stats`.
+//!
 //! The batch port (`--batch-port`) has a thread of its own that accepts and
 //! serves every batch connection at the lowest CPU priority (`SCHED_IDLE`:
 //! any realtime thread that wakes takes the core at once), so batch work
@@ -28,6 +32,28 @@ use zonecache_client::Lane;
 
 /// How often the batch thread checks how late it runs.
 const LAG_TICK: Duration = Duration::from_millis(2);
+/// A client that has not finished its TLS handshake by then is dropped, so
+/// half-open handshakes cannot hold connection slots.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sockets a node serves: the client port, and optionally the batch
+/// port and the TLS twins of both.
+pub struct Listeners {
+    pub client: std::net::TcpListener,
+    pub batch: Option<std::net::TcpListener>,
+    pub client_tls: Option<std::net::TcpListener>,
+    pub batch_tls: Option<std::net::TcpListener>,
+}
+
+/// An accepted connection on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr, Tls);
+
+/// Whether a connection speaks TLS (accepted on a TLS port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Plain,
+    Tls,
+}
 
 /// Binds a listener the way memcached does: reuseaddr, the given backlog.
 pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
@@ -44,8 +70,7 @@ pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpList
 /// a batch listener) and returns their handles and the acceptor, which runs
 /// on the caller's runtime until `shutdown` turns true.
 pub fn serve(
-    listener: std::net::TcpListener,
-    batch: Option<std::net::TcpListener>,
+    listeners: Listeners,
     workers: usize,
     front: Arc<Front>,
     shutdown: watch::Receiver<bool>,
@@ -56,7 +81,7 @@ pub fn serve(
     let mut handles = Vec::new();
     let mut queues = Vec::new();
     for i in 0..workers.max(1) {
-        let (tx, rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
         queues.push(tx);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -71,7 +96,14 @@ pub fn serve(
             })?;
         handles.push(handle);
     }
-    if let Some(batch) = batch {
+    let batch: Vec<_> = [
+        (listeners.batch, Tls::Plain),
+        (listeners.batch_tls, Tls::Tls),
+    ]
+    .into_iter()
+    .filter_map(|(l, tls)| l.map(|l| (l, tls)))
+    .collect();
+    if !batch.is_empty() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -85,18 +117,46 @@ pub fn serve(
             })?;
         handles.push(handle);
     }
-    let listener = TcpListener::from_std(listener)?;
-    Ok((handles, accept_loop(listener, queues, front, shutdown)))
+    let plain = TcpListener::from_std(listeners.client)?;
+    let tls = listeners
+        .client_tls
+        .map(TcpListener::from_std)
+        .transpose()?;
+    let acceptor = async move {
+        let tls_loop = async {
+            if let Some(tls) = tls {
+                accept_loop(
+                    tls,
+                    Tls::Tls,
+                    queues.clone(),
+                    front.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+            }
+        };
+        tokio::join!(
+            accept_loop(
+                plain,
+                Tls::Plain,
+                queues.clone(),
+                front.clone(),
+                shutdown.clone()
+            ),
+            tls_loop
+        );
+    };
+    Ok((handles, acceptor))
 }
 
 /// Serves the connections the acceptor hands this worker.
 async fn worker(
-    mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
     front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, tls) = tokio::select! {
             next = incoming.recv() => match next {
                 Some(c) => c,
                 None => return,
@@ -115,27 +175,73 @@ async fn worker(
                 continue;
             }
         };
-        serve_counted(&front, stream, peer, Lane::Realtime, &shutdown);
+        serve_counted(&front, stream, peer, Lane::Realtime, tls, &shutdown);
     }
 }
 
-/// Serves one accepted connection on this thread; when it ends, takes it
-/// off its lane's open-connection count.
+/// Serves one accepted connection on this thread (after its TLS handshake
+/// when it came to a TLS port); when it ends, takes it off its lane's
+/// open-connection count.
 fn serve_counted(
     front: &Arc<Front>,
     stream: TcpStream,
     peer: SocketAddr,
     lane: Lane,
+    tls: Tls,
     shutdown: &watch::Receiver<bool>,
 ) {
     let (front, shutdown) = (front.clone(), shutdown.clone());
     tokio::task::spawn_local(async move {
-        let served = connection::serve(front.clone(), stream, peer, lane, shutdown);
+        let served = async {
+            let local = stream.local_addr()?;
+            match tls {
+                Tls::Plain => {
+                    connection::serve(front.clone(), stream, peer, local, lane, shutdown).await
+                }
+                Tls::Tls => match handshake(&front, stream, peer).await {
+                    Some(stream) => {
+                        connection::serve(front.clone(), stream, peer, local, lane, shutdown).await
+                    }
+                    None => Ok(()),
+                },
+            }
+        };
         if let Err(e) = served.await {
             tracing::debug!(%peer, lane = lane.name(), error = %e, "connection ended with an error");
         }
         open_count(&front, lane).fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// The server side of a TLS handshake with the configuration current now;
+/// `None` (counted, logged) when it fails or takes too long.
+async fn handshake(
+    front: &Front,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let stats = &front.exec.stats;
+    let Some(tls) = &front.tls else {
+        stats.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            Some(stream)
+        }
+        Ok(Err(e)) => {
+            stats.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            stats.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// The open-connection count of `lane`.
@@ -201,7 +307,8 @@ fn refuse(mut stream: TcpStream, message: &'static [u8]) {
 
 async fn accept_loop(
     listener: TcpListener,
-    workers: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    tls: Tls,
+    workers: Vec<mpsc::UnboundedSender<Accepted>>,
     front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -219,7 +326,7 @@ async fn accept_loop(
         stats.curr_connections.fetch_add(1, Ordering::Relaxed);
         stats.total_connections.fetch_add(1, Ordering::Relaxed);
         if workers[next % workers.len()]
-            .send((std_stream, peer))
+            .send((std_stream, peer, tls))
             .is_err()
         {
             stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
@@ -246,17 +353,13 @@ fn lowest_priority() {
     }
 }
 
-/// Accepts and serves batch connections on this (low-priority) thread, and
-/// keeps `batch_lag_us` current.
+/// Accepts and serves batch connections (plain and TLS) on this
+/// (low-priority) thread, and keeps `batch_lag_us` current.
 async fn batch_worker(
-    listener: std::net::TcpListener,
+    listeners: Vec<(std::net::TcpListener, Tls)>,
     front: Arc<Front>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let Ok(listener) = TcpListener::from_std(listener) else {
-        tracing::error!("cannot register the batch listener");
-        return;
-    };
     let lag = {
         let front = front.clone();
         tokio::task::spawn_local(async move {
@@ -271,15 +374,28 @@ async fn batch_worker(
             }
         })
     };
-    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
-        if let Some(message) = at_limit(&front, Lane::Batch) {
-            refuse(stream, message);
+    let mut accepting = Vec::new();
+    for (listener, tls) in listeners {
+        let Ok(listener) = TcpListener::from_std(listener) else {
+            tracing::error!("cannot register a batch listener");
             continue;
-        }
-        let stats = &front.exec.stats;
-        stats.batch_connections.fetch_add(1, Ordering::Relaxed);
-        stats.total_connections.fetch_add(1, Ordering::Relaxed);
-        serve_counted(&front, stream, peer, Lane::Batch, &shutdown);
+        };
+        let (front, mut shutdown) = (front.clone(), shutdown.clone());
+        accepting.push(tokio::task::spawn_local(async move {
+            while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
+                if let Some(message) = at_limit(&front, Lane::Batch) {
+                    refuse(stream, message);
+                    continue;
+                }
+                let stats = &front.exec.stats;
+                stats.batch_connections.fetch_add(1, Ordering::Relaxed);
+                stats.total_connections.fetch_add(1, Ordering::Relaxed);
+                serve_counted(&front, stream, peer, Lane::Batch, tls, &shutdown);
+            }
+        }));
+    }
+    for task in accepting {
+        let _ = task.await;
     }
     lag.abort();
 }

@@ -16,7 +16,7 @@ use zonecache_proto::ParserConfig;
 use crate::cluster::Cluster;
 use crate::exec::Executor;
 
-pub use listener::{bind, serve};
+pub use listener::{bind, serve, Listeners, HANDSHAKE_TIMEOUT};
 pub use request_log::RequestLog;
 
 /// Replies above this size are sent before more is added, so a huge
@@ -35,4 +35,24 @@ pub struct Front {
     pub idle_timeout: Option<Duration>,
     /// Which requests get a line in the request log.
     pub log: RequestLog,
+    /// The TLS ports' configuration; `None` without TLS ports.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+}
+
+impl Front {
+    /// Re-reads the TLS ports' certificates (SIGHUP, `refresh_certs`): new
+    /// handshakes use them, open connections go on as they are. On error
+    /// the running ones stay.
+    pub fn reload_certs(&self) -> Result<(), String> {
+        let Some(tls) = &self.tls else {
+            return Err("no TLS port to refresh certificates for".into());
+        };
+        tls.reload()?;
+        let now = self.exec.storage.clock().unix_now() as u64;
+        self.exec
+            .stats
+            .tls_loaded_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
 }

@@ -159,6 +159,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::Verbosity { .. } => "verbosity",
         Command::CacheMemlimit { .. } => "cache_memlimit",
         Command::Shutdown { .. } => "shutdown",
+        Command::RefreshCerts { .. } => "refresh_certs",
         Command::Stats { .. } => "stats",
         Command::Quit => "quit",
         Command::MetaNoop => "mn",
