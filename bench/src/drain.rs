@@ -115,6 +115,7 @@ pub fn drain(opts: &DrainOptions, out_dir: &Path) -> Result<(), String> {
                             max_requests: None,
                             timeout: Duration::from_secs(2),
                             progress: false,
+                            tls: None,
                         },
                     );
                     windows.lock().unwrap().push(run);

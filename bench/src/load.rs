@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zonecache_proto::{parse_response, MetaCode, Response};
 
@@ -49,6 +48,9 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Show a live progress bar.
     pub progress: bool,
+    /// Speak TLS with this client configuration (closed loop only).
+    #[serde(skip)]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What a run measured.
@@ -302,8 +304,8 @@ fn spawn_progress(
 }
 
 /// Reads the next complete reply, or None on timeout/close.
-async fn read_reply(
-    rd: &mut OwnedReadHalf,
+async fn read_reply<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<Response, String> {
@@ -376,8 +378,32 @@ async fn connection(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
     let gen = OpGen::new(workload, index as u64);
+    if let Some(config) = &spec.tls {
+        let Mode::Closed { depth } = spec.mode else {
+            *result
+                .errors
+                .entry("the open loop does not speak TLS".into())
+                .or_default() += 1;
+            return result;
+        };
+        let name = rustls::pki_types::ServerName::IpAddress(spec.target.ip().into());
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        match connector.connect(name, stream).await {
+            Ok(tls) => {
+                let (rd, wr) = tokio::io::split(tls);
+                closed_loop(gen, rd, wr, depth.max(1), spec, clock, &mut result).await;
+            }
+            Err(e) => {
+                *result
+                    .errors
+                    .entry(format!("TLS handshake: {e}"))
+                    .or_default() += 1;
+            }
+        }
+        return result;
+    }
+    let (rd, wr) = stream.into_split();
     match spec.mode {
         Mode::Closed { depth } => {
             closed_loop(gen, rd, wr, depth.max(1), spec, clock, &mut result).await
@@ -395,10 +421,10 @@ async fn connection(
     result
 }
 
-async fn closed_loop(
+async fn closed_loop<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut gen: OpGen,
-    mut rd: OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rd: R,
+    mut wr: W,
     depth: usize,
     spec: &LoadSpec,
     clock: &RunClock,
@@ -414,7 +440,13 @@ async fn closed_loop(
             kinds.push(gen.next(&mut out));
         }
         let sent = Instant::now();
-        if let Err(e) = wr.write_all(&out).await {
+        // (flush: a TLS session holds records until flushed; no-op on TCP)
+        if let Err(e) = async {
+            wr.write_all(&out).await?;
+            wr.flush().await
+        }
+        .await
+        {
             *result
                 .errors
                 .entry(format!("io: {}", e.kind()))
@@ -451,7 +483,7 @@ async fn closed_loop(
 /// replies and matches them, in order, to their intended send times.
 async fn open_loop(
     mut gen: OpGen,
-    rd: OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     wr: tokio::net::tcp::OwnedWriteHalf,
     schedule: Schedule,
     spec: &LoadSpec,

@@ -55,6 +55,10 @@ enum Cmd {
         /// Open-loop rate as a share of memcached's closed-loop peak.
         #[arg(long, default_value_t = 0.5)]
         open_fraction: f64,
+        /// Measure what TLS costs instead: memcached plain and with -Z,
+        /// zonecached's plain and TLS ports (closed loop).
+        #[arg(long)]
+        tls: bool,
     },
     /// Fill both servers until eviction; items held and RSS.
     Memory {
@@ -359,6 +363,7 @@ impl LoadArgs {
             max_requests: self.requests,
             timeout: Duration::from_secs(2),
             progress: !self.quiet,
+            tls: None,
         }
     }
 }
@@ -418,17 +423,19 @@ fn main() -> std::process::ExitCode {
             load,
             pairs,
             open_fraction,
+            tls,
         } => workload.build().and_then(|w| {
-            scenarios::compare(
-                &CompareOptions {
-                    servers: servers.settings(),
-                    workload: w,
-                    load: load.closed(),
-                    pairs: pairs.max(1),
-                    open_fraction,
-                },
-                &cli.out,
-            )
+            let opts = CompareOptions {
+                servers: servers.settings(),
+                workload: w,
+                load: load.closed(),
+                pairs: pairs.max(1),
+                open_fraction,
+            };
+            match tls {
+                true => scenarios::compare_tls(&opts, &cli.out),
+                false => scenarios::compare(&opts, &cli.out),
+            }
         }),
         Cmd::Hotkeys {
             servers,

@@ -34,6 +34,8 @@ pub struct ServerProc {
     /// Its name in tables (its kind's, unless started with settings of
     /// its own).
     pub label: &'static str,
+    /// `addr` speaks TLS.
+    pub tls: bool,
 }
 
 impl ServerProc {
@@ -62,6 +64,7 @@ impl ServerProc {
             server,
             kind,
             label,
+            tls: false,
         })
     }
 

@@ -130,6 +130,7 @@ pub fn alternate(
         for (i, server) in servers.iter().enumerate() {
             let spec = LoadSpec {
                 target: server.addr,
+                tls: spec.tls.clone().filter(|_| server.tls),
                 ..spec.clone()
             };
             let cpu_before = server.cpu_seconds();
@@ -368,6 +369,143 @@ pub fn compare(opts: &CompareOptions, out_dir: &Path) -> Result<(), String> {
         },
     )?;
     println!("wrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TlsReport<'a> {
+    scenario: &'static str,
+    machine: Machine,
+    options: &'a CompareOptions,
+    runs: Vec<Measured>,
+    /// (figure, memcached, memcached TLS, zonecached, zonecached TLS).
+    medians: Vec<(String, f64, f64, f64, f64)>,
+}
+
+/// `compare --tls`: what TLS costs. memcached plain and with `-Z`,
+/// zonecached on its plain port and on its TLS port (`--tls-port`), the
+/// same certificate for both (a CA made for the run), closed loop,
+/// alternating A B C D; each connection's handshake is outside the
+/// measured window (warm-up), so the figures are the cost per request.
+pub fn compare_tls(opts: &CompareOptions, out_dir: &Path) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("zonecache-bench-tls-{}", std::process::id()));
+    let pki = zonecache_tests::tls::Pki::new(&dir);
+    let id = pki.issue("server");
+    let (cert, key) = (
+        id.cert_file.display().to_string(),
+        id.key_file.display().to_string(),
+    );
+    let (memory, threads) = (opts.servers.memory_mb, opts.servers.threads);
+    let m = ServerProc::start(Kind::Memcached, memory, threads)?;
+    let z = ServerProc::start(Kind::Zonecached, memory, threads)?;
+    // memcached -Z speaks TLS on its -p port; a `notls:` listener beside
+    // it takes the preload, as zonecached's plain port does.
+    let ssl = format!("ssl_chain_cert={cert},ssl_key={key}");
+    let m_plain = zonecache_tests::free_port_range(1)?;
+    let notls = format!("notls:127.0.0.1:{m_plain}");
+    let mut m_tls = ServerProc::start_with(
+        Kind::Memcached,
+        "memcached TLS",
+        memory,
+        threads,
+        &["-Z", "-o", &ssl, "-l", &notls],
+    )?;
+    let tls_port = zonecache_tests::free_port_range(1)?;
+    let port = tls_port.to_string();
+    let mut z_tls = ServerProc::start_with(
+        Kind::Zonecached,
+        "zonecached TLS",
+        memory,
+        threads,
+        &["--tls-port", &port, "--tls-cert", &cert, "--tls-key", &key],
+    )?;
+    for addr in [
+        m.addr,
+        z.addr,
+        z_tls.addr,
+        SocketAddr::from(([127, 0, 0, 1], m_plain)),
+    ] {
+        preload(addr, &opts.workload)?;
+    }
+    m_tls.tls = true;
+    z_tls.addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    z_tls.tls = true;
+    let servers = [&m, &m_tls, &z, &z_tls];
+    let spec = LoadSpec {
+        tls: Some(pki.client_config(None, false)),
+        ..opts.load.clone()
+    };
+    eprintln!(
+        "compare --tls: {} connections, {:?}, {} s per run, {} rounds",
+        spec.connections,
+        spec.mode,
+        spec.duration.as_secs_f64(),
+        opts.pairs
+    );
+    let (runs, closed) = alternate(&servers, &opts.workload, &spec, opts.pairs);
+    let cpu = |label: &str| {
+        median(
+            &runs
+                .iter()
+                .filter(|r| r.server == label)
+                .map(|r| r.server_cpu_us_per_op)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let figure = |name: &str, f: &dyn Fn(&RunResult) -> f64| {
+        let at = |i: usize| med(&closed[i], f);
+        (name.to_string(), at(0), at(1), at(2), at(3))
+    };
+    let mut figures = vec![
+        figure("closed: ops/s", &RunResult::ops_per_sec),
+        figure("closed: p50 µs", &|r| r.quantile_us(0.5)),
+        figure("closed: p99 µs", &|r| r.quantile_us(0.99)),
+        figure("closed: p99.9 µs", &|r| r.quantile_us(0.999)),
+    ];
+    figures.push((
+        "closed: server CPU µs/op".into(),
+        cpu("memcached"),
+        cpu("memcached TLS"),
+        cpu("zonecached"),
+        cpu("zonecached TLS"),
+    ));
+    let mut table = Table::new(&[
+        "figure (median of rounds)",
+        "memcached",
+        "memcached TLS",
+        "TLS/plain",
+        "zonecached",
+        "zonecached TLS",
+        "TLS/plain",
+        "zc TLS/mc TLS",
+    ]);
+    for (name, m, mt, z, zt) in &figures {
+        table.row(vec![
+            name.clone(),
+            format_number(*m),
+            format_number(*mt),
+            format!("{:.2}", mt / m.max(1e-9)),
+            format_number(*z),
+            format_number(*zt),
+            format!("{:.2}", zt / z.max(1e-9)),
+            format!("{:.2}", zt / mt.max(1e-9)),
+        ]);
+    }
+    println!();
+    table.print();
+    let base = report::output_base(out_dir, "compare-tls");
+    let json = report::write_json(
+        &base,
+        &TlsReport {
+            scenario: "compare-tls",
+            machine: machine(&servers),
+            options: opts,
+            runs,
+            medians: figures,
+        },
+    )?;
+    println!("wrote {}", json.display());
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -153,6 +153,7 @@ fn run_mode(opts: &WarmOptions, warm: bool) -> Result<ModeRun, String> {
                 max_requests: None,
                 timeout: Duration::from_secs(2),
                 progress: false,
+                tls: None,
             },
         )
     };
