@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
 
+    /// memcached's text-protocol authentication: a file of `user:password`
+    /// lines; a client must first send `set <any> 0 0 <n>` with `<user>
+    /// <password>` as its data (re-read on SIGHUP).
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+
     /// Serve TLS on this port too (0: none), with --tls-cert and --tls-key;
     /// the plain port stays, so a fleet can move clients over.
     #[arg(long = "tls-port", default_value_t = 0)]

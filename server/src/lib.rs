@@ -15,6 +15,8 @@
 // `store` and the cluster's stall counter, and everything that does I/O is
 // left out of that build.
 #[cfg(not(loom))]
+pub mod auth;
+#[cfg(not(loom))]
 pub mod cluster;
 pub mod config;
 #[cfg(not(loom))]

@@ -31,6 +31,9 @@ pub struct LocalNode {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// The text-protocol auth file it requires sign-in with (`-Y`).
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The state file's contents.
@@ -81,6 +84,9 @@ pub fn spawn(binary: &Path, node: &LocalNode, log: Option<&Path>) -> Result<Chil
         .stdin(Stdio::null());
     if node.metrics_port != 0 {
         command.args(["--metrics-port", &node.metrics_port.to_string()]);
+    }
+    if let Some(auth) = &node.auth_file {
+        command.arg("-Y").arg(auth);
     }
     if let (port @ 1.., Some(cert), Some(key)) = (node.tls_port, &node.tls_cert, &node.tls_key) {
         command.args(["--tls-port", &port.to_string(), "--tls-cert"]);

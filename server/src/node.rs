@@ -122,6 +122,10 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
         None => None,
     };
+    let auth = match &config.auth_file {
+        Some(path) => Some(Arc::new(crate::auth::AuthFile::load(path)?)),
+        None => None,
+    };
     let listeners = net::Listeners {
         client: listener,
         batch: extra(config.batch_port, "--batch-port")?,
@@ -146,6 +150,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             prefix_delimiter: config.prefix_delimiter as u8,
             shutdown_command: config.enable_shutdown,
             tls: tls_files,
+            auth_file: config.auth_file.clone(),
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),
@@ -168,6 +173,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         ),
         cluster,
         tls,
+        auth,
     });
     if front.tls.is_some() {
         front
@@ -255,6 +261,14 @@ async fn reload_on_sighup(front: Arc<Front>) {
                 }
             },
             None => tracing::info!("SIGHUP: no cluster config to reload"),
+        }
+        if let Some(auth) = &front.auth {
+            match auth.reload() {
+                Ok(()) => tracing::info!("auth file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "auth file not reloaded; the running one stays")
+                }
+            }
         }
         if front.tls.is_some() {
             match front.reload_certs() {

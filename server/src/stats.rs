@@ -46,6 +46,9 @@ pub struct ServerStats {
     pub peer_links_accepted: AtomicU64,
     /// Proofs of the cluster secret that failed (`zc_peer` answered `ERROR`).
     pub peer_links_refused: AtomicU64,
+    /// Authentication attempts (`-Y`) and those that failed.
+    pub auth_cmds: AtomicU64,
+    pub auth_errors: AtomicU64,
     /// TLS handshakes completed on the TLS ports.
     pub tls_handshakes: AtomicU64,
     /// TLS handshakes that failed or timed out (memcached's
@@ -194,6 +197,8 @@ pub struct Settings {
     pub shutdown_command: bool,
     /// The TLS ports' files, when there are TLS ports.
     pub tls: Option<crate::config::TlsFiles>,
+    /// The text-protocol auth file (`-Y`), if any.
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 /// `stats` groups served by a layer above the executor (the cluster's
@@ -291,8 +296,8 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put("touch_misses", st.touch_misses.to_string());
             put("store_too_large", ld(&s.store_too_large));
             put("store_no_memory", ld(&s.store_no_memory));
-            put("auth_cmds", "0".into());
-            put("auth_errors", "0".into());
+            put("auth_cmds", ld(&s.auth_cmds));
+            put("auth_errors", ld(&s.auth_errors));
             put("bytes_read", ld(&s.bytes_read));
             put("bytes_written", ld(&s.bytes_written));
             put("limit_maxbytes", ctx.storage.limit_maxbytes().to_string());
@@ -347,6 +352,13 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
             put(
                 "shutdown_command",
                 if c.shutdown_command { "yes" } else { "no" }.into(),
+            );
+            put("auth_enabled_sasl", "no".into());
+            put(
+                "auth_enabled_ascii",
+                c.auth_file
+                    .as_ref()
+                    .map_or("no".into(), |p| p.display().to_string()),
             );
             put(
                 "ssl_enabled",

@@ -255,6 +255,17 @@ const OPS: [&str; 10] = [
     "decr_misses",
 ];
 
+/// The cluster secret this operator tool holds (from `--config` or
+/// `--secret-file`), if any: its reads prove it first, so they are served
+/// by nodes that let no one in before sign-in (`-Y`).
+static HELD_SECRET: std::sync::OnceLock<ClusterSecret> = std::sync::OnceLock::new();
+
+/// Makes every [`exchange`] of this process prove `secret` (set once, by
+/// the command line, when it has one).
+pub fn hold_secret(secret: ClusterSecret) {
+    let _ = HELD_SECRET.set(secret);
+}
+
 /// Sends `request` to the node at `addr` on a connection of its own and
 /// reads until `complete` says the reply is whole, with bounded waits: the
 /// one way the operator's commands talk to nodes.
@@ -263,6 +274,9 @@ pub(crate) fn exchange(
     request: &[u8],
     complete: impl Fn(&str) -> bool,
 ) -> Result<String, String> {
+    if let Some(secret) = HELD_SECRET.get() {
+        return exchange_as_peer(addr, secret, request, complete);
+    }
     let mut s = connect(addr)?;
     s.write_all(request).map_err(|e| e.to_string())?;
     read_until(&mut s, complete)

@@ -42,6 +42,10 @@ enum Cmd {
         /// a TLS port after its other ports.
         #[arg(long)]
         tls: bool,
+        /// Require memcached's text sign-in (`-Y`): a user `zonecache` with
+        /// a new password, in the config dir's file `auth`.
+        #[arg(long)]
+        auth: bool,
         /// Serve no `/metrics`, `/healthz` and `/readyz`.
         #[arg(long)]
         no_metrics: bool,
@@ -196,6 +200,11 @@ impl NodesArgs {
 
     fn source(self) -> Result<zonecache_server::status::Source, String> {
         use zonecache_server::status::Source;
+        // With the secret at hand, reads prove it too (nodes under -Y
+        // serve nothing before).
+        if let Ok(secret) = self.secret() {
+            zonecache_server::status::hold_secret(secret);
+        }
         if let Some(path) = self.config {
             return Ok(Source::Config(ClusterConfig::load(&path)?));
         }
@@ -282,13 +291,14 @@ fn main() -> std::process::ExitCode {
             base_port,
             no_metrics,
             tls,
+            auth,
             memory,
             write_policy,
             config_dir,
         } => (
             zones,
             nodes,
-            (base_port, !no_metrics, tls),
+            (base_port, !no_metrics, tls, auth),
             memory,
             write_policy,
             config_dir,
@@ -396,7 +406,7 @@ fn drain(
 fn local(
     zones: usize,
     nodes: usize,
-    (base_port, metrics, tls): (u16, bool, bool),
+    (base_port, metrics, tls, auth): (u16, bool, bool, bool),
     memory: usize,
     policy: &str,
     dir: Option<PathBuf>,
@@ -418,6 +428,10 @@ fn local(
     let secret = config.secret.take().expect("a local cluster has a secret");
     write_private(&dir.join("secret"), &secret)?;
     config.secret_file = Some("secret".into());
+    let password = auth.then(ClusterSecret::generate);
+    if let Some(password) = &password {
+        write_private(&dir.join("auth"), &format!("zonecache:{password}\n"))?;
+    }
     let identity = match tls {
         true => Some(zonecache_server::local::make_tls_identity(&dir)?),
         false => None,
@@ -457,6 +471,7 @@ fn local(
                 },
                 tls_cert: identity.as_ref().map(|(cert, _)| cert.clone()),
                 tls_key: identity.as_ref().map(|(_, key)| key.clone()),
+                auth_file: auth.then(|| dir.join("auth")),
             };
             let child = spawn(&state.binary, &local, None)?;
             local.pid = child.id();
@@ -501,6 +516,15 @@ fn local(
         "configs in {} (cluster secret in its file `secret`); Ctrl-C stops every node",
         dir.display()
     );
+    if let Some(password) = &password {
+        let login = format!("zonecache {password}");
+        println!(
+            "sign-in required (-Y {}): send first  set auth 0 0 {}\\r\\n{login}\\r\\n  \
+             (memcached's text auth; `zonecache status/drain --config` prove the cluster secret instead)",
+            dir.join("auth").display(),
+            login.len()
+        );
+    }
     if let Some(first) = state.nodes.first().filter(|n| n.tls_port != 0) {
         println!(
             "TLS on ports {}..{} (the same store as the plain ports), certificates in {}; \

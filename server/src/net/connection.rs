@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use zonecache_client::Lane;
-use zonecache_proto::{Command, RequestParser, Response, BATCH_SHED_MESSAGE};
+use zonecache_proto::{Command, RequestParser, Response, StoreMode, BATCH_SHED_MESSAGE};
 
 use super::peer_auth::PeerAuth;
 use super::request_log::{self, Entry};
@@ -56,6 +56,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // applied here and never routed.
     let mut auth = PeerAuth::default();
     let mut from_peer = false;
+    // Under `-Y` nothing is served until the client signs in (or proves
+    // the cluster secret, as a peer does).
+    let mut signed_in = front.auth.is_none();
     let result = 'conn: loop {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -98,6 +101,17 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     break 'conn Ok(());
                 }
             };
+            if !signed_in
+                && !matches!(
+                    cmd,
+                    Command::PeerChallenge { .. } | Command::PeerHello { .. }
+                )
+            {
+                let (response, ok) = sign_in(&front, &cmd);
+                signed_in = ok;
+                response.encode(&mut wbuf);
+                continue;
+            }
             let class = Class::of(&cmd);
             let data = !is_local(&cmd);
             let (name, keys, read) = (
@@ -128,6 +142,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     let secret = cluster.as_ref().map(|c| c.current().secret.clone());
                     let answer = auth.answer(&cmd, secret.as_ref(), &front.exec.stats, peer);
                     from_peer = auth.is_peer();
+                    signed_in |= from_peer;
                     Reply::Send(answer)
                 }
                 // What bypasses routing or steers the node needs the secret.
@@ -246,6 +261,32 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     front.exec.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");
     result
+}
+
+/// A command before the connection signed in under `-Y`: memcached's text
+/// login, a `set` whose data block is `<user> <password>` (key, flags and
+/// exptime ignored); everything else is refused. Returns the reply and
+/// whether the connection is now signed in.
+fn sign_in(front: &Front, cmd: &Command) -> (Response, bool) {
+    let refuse = |m: &'static str| (Response::ClientError(m.into()), false);
+    let (Some(auth), Command::Store(store)) = (&front.auth, cmd) else {
+        return refuse("unauthenticated");
+    };
+    if store.mode != StoreMode::Set {
+        return refuse("unauthenticated");
+    }
+    let stats = &front.exec.stats;
+    match auth.check(&store.data) {
+        None => refuse("bad authentication token format"),
+        Some(ok) => {
+            stats.auth_cmds.fetch_add(1, Ordering::Relaxed);
+            if ok {
+                return (Response::Stored, true);
+            }
+            stats.auth_errors.fetch_add(1, Ordering::Relaxed);
+            refuse("authentication failure")
+        }
+    }
 }
 
 /// Whether the batch thread is starved of CPU by realtime work.

@@ -37,6 +37,8 @@ pub struct Front {
     pub log: RequestLog,
     /// The TLS ports' configuration; `None` without TLS ports.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Text-protocol credentials (`-Y`); `None`: no authentication.
+    pub auth: Option<Arc<crate::auth::AuthFile>>,
 }
 
 impl Front {
