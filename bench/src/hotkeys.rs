@@ -93,15 +93,7 @@ pub fn hotkeys(opts: &HotKeysOptions, out_dir: &Path) -> Result<(), String> {
     let med = |rs: &[RunResult], f: &dyn Fn(&RunResult) -> f64| {
         median(&rs.iter().map(f).collect::<Vec<_>>())
     };
-    let cpu = |label: &str| {
-        median(
-            &runs
-                .iter()
-                .filter(|r| r.server == label)
-                .map(|r| r.server_cpu_us_per_op)
-                .collect::<Vec<_>>(),
-        )
-    };
+    let cpu = |label: &str| crate::scenarios::cpu_per_op(&runs, label);
     let mut table = Table::new(&[
         "figure (median of rounds)",
         "memcached",

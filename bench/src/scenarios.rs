@@ -105,6 +105,17 @@ fn send_and_sync(s: &mut TcpStream, mut buf: BytesMut) -> Result<(), String> {
     Ok(())
 }
 
+/// The median server CPU per request of `label`'s runs, µs.
+pub fn cpu_per_op(runs: &[Measured], label: &str) -> f64 {
+    median(
+        &runs
+            .iter()
+            .filter(|r| r.server == label)
+            .map(|r| r.server_cpu_us_per_op)
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// One measured run against one server.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
@@ -443,15 +454,7 @@ pub fn compare_tls(opts: &CompareOptions, out_dir: &Path) -> Result<(), String> 
         opts.pairs
     );
     let (runs, closed) = alternate(&servers, &opts.workload, &spec, opts.pairs);
-    let cpu = |label: &str| {
-        median(
-            &runs
-                .iter()
-                .filter(|r| r.server == label)
-                .map(|r| r.server_cpu_us_per_op)
-                .collect::<Vec<_>>(),
-        )
-    };
+    let cpu = |label: &str| cpu_per_op(&runs, label);
     let figure = |name: &str, f: &dyn Fn(&RunResult) -> f64| {
         let at = |i: usize| med(&closed[i], f);
         (name.to_string(), at(0), at(1), at(2), at(3))

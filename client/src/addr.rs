@@ -44,6 +44,11 @@ impl NodeAddr {
         })
     }
 
+    /// The host: an IP or a DNS name (what a TLS certificate names).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port

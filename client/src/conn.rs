@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zonecache_proto::{parse_response, Command, Response};
@@ -52,6 +52,21 @@ impl Connection {
         timeout: Duration,
         max_in_flight: usize,
     ) -> Result<Connection, Error> {
+        Self::connect_tls(addr, timeout, max_in_flight, None).await
+    }
+
+    /// [`Connection::connect`], over TLS when `tls` gives a configuration
+    /// and the name to check the node's certificate against (the handshake
+    /// counts against `timeout` too).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        timeout: Duration,
+        max_in_flight: usize,
+        tls: Option<(
+            Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        )>,
+    ) -> Result<Connection, Error> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout)?
@@ -62,11 +77,25 @@ impl Connection {
                 _ => Error::Connection(format!("{addr}: {e}")),
             })?;
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
         let (queue, incoming) = mpsc::channel(max_in_flight.max(1));
         let waiting: Waiting = Arc::default();
-        tokio::spawn(write_loop(wr, incoming, waiting.clone()));
-        tokio::spawn(read_loop(rd, waiting.clone()));
+        match tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                tokio::spawn(write_loop(wr, incoming, waiting.clone()));
+                tokio::spawn(read_loop(rd, waiting.clone()));
+            }
+            Some((config, name)) => {
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| Error::Timeout)?
+                    .map_err(|e| Error::Connection(format!("{addr}: TLS handshake: {e}")))?;
+                let (rd, wr) = tokio::io::split(stream);
+                tokio::spawn(write_loop(wr, incoming, waiting.clone()));
+                tokio::spawn(read_loop(rd, waiting.clone()));
+            }
+        }
         Ok(Connection {
             queue,
             waiting,
@@ -102,8 +131,8 @@ impl Connection {
     }
 }
 
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut incoming: mpsc::Receiver<Pending>,
     waiting: Waiting,
 ) {
@@ -134,14 +163,15 @@ async fn write_loop(
                 queue.push_back(p.reply);
             }
         }
-        if wr.write_all(&out).await.is_err() {
+        // (flush: a TLS session holds records until flushed; no-op on TCP)
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
             fail_all(&waiting, || closed("write failed"));
             return;
         }
     }
 }
 
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, waiting: Waiting) {
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, waiting: Waiting) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         loop {

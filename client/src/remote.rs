@@ -48,6 +48,9 @@ pub struct NodeOptions {
     /// batch port when it has one). `false` puts both lanes on the realtime
     /// connections — only useful to measure what lanes are worth.
     pub separate_lanes: bool,
+    /// Speak TLS with this configuration on every connection (the node's
+    /// addresses are then its TLS ports); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether failures mark the node down (calls then fail at once until a
     /// probe answers). A node's lease requests are never held back: a node
     /// that stops asking looks stopped to its peers (`route/fence.rs`).
@@ -60,6 +63,7 @@ impl Default for NodeOptions {
             connections: 2,
             max_in_flight: [2048, 256],
             secret: None,
+            tls: None,
             separate_lanes: true,
             mark_down: true,
         }
@@ -125,6 +129,7 @@ pub struct RemoteNode {
     /// Realtime, batch.
     lanes: [LanePool; 2],
     secret: Option<ClusterSecret>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     separate_lanes: bool,
     marks_down: bool,
     failures: AtomicU32,
@@ -149,6 +154,7 @@ impl RemoteNode {
             ],
             config,
             secret: options.secret.clone(),
+            tls: options.tls.clone(),
             separate_lanes: options.separate_lanes,
             marks_down: options.mark_down,
             failures: AtomicU32::new(0),
@@ -211,7 +217,14 @@ impl RemoteNode {
             Ok(Err(e)) => return Err(Error::Connection(format!("{}: {e}", pool.addr))),
             Err(_) => return Err(Error::Timeout),
         };
-        let c = Connection::connect(addr, deadline, pool.max_in_flight).await?;
+        let tls = self.tls.clone().map(|config| {
+            // The certificate is checked against the name the node was given
+            // by (a host name, or its IP address).
+            let name = rustls::pki_types::ServerName::try_from(pool.addr.host().to_string())
+                .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+            (config, name)
+        });
+        let c = Connection::connect_tls(addr, deadline, pool.max_in_flight, tls).await?;
         if let Some(secret) = &self.secret {
             crate::credential::prove(&c, secret, deadline)
                 .await

@@ -300,3 +300,39 @@ fn openssl_s_client_gets_memcacheds_replies() {
         b"STORED\r\nVALUE a 0 3\r\nabc\r\nEND\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nVA 3\r\nabc\r\nERROR\r\n"
     );
 }
+
+/// The Rust client speaks TLS to a node's TLS port, checking its
+/// certificate against the CA it was given.
+#[test]
+fn the_rust_client_speaks_tls() {
+    use zonecache_client::{Client, StoreOptions};
+    let pki = Pki::new(&scratch("client"));
+    let (server, tls_addr) = node(&pki, "node", &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = Client::builder_seeds(&[tls_addr])
+            .tls(pki.client_config(None, false))
+            .build()
+            .unwrap();
+        client
+            .set("k", "over tls", StoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            client.get("k").await.unwrap().as_deref(),
+            Some(&b"over tls"[..])
+        );
+        // A client trusting another CA does not talk to this node.
+        let other = Pki::new(&scratch("client-other"));
+        let stranger = Client::builder_seeds(&[tls_addr])
+            .tls(other.client_config(None, false))
+            .build()
+            .unwrap();
+        let err = stranger.get("k").await.unwrap_err();
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+    });
+    assert_eq!(
+        server.request(b"get k\r\n", b"END\r\n"),
+        b"VALUE k 0 8\r\nover tls\r\nEND\r\n"
+    );
+}

@@ -62,6 +62,15 @@ impl ClientBuilder {
         }
     }
 
+    /// Speaks TLS on every connection with `config` (its roots are what the
+    /// nodes' certificates must chain to; a client certificate in it is
+    /// presented for mutual TLS). The addresses given (seeds, or the
+    /// config's nodes) must then be the nodes' TLS ports (`--tls-port`).
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> ClientBuilder {
+        self.options.tls = Some(config);
+        self
+    }
+
     /// The zone this client runs in (default: the config's `node`'s zone,
     /// else the first zone).
     pub fn home_zone(mut self, zone: &str) -> ClientBuilder {

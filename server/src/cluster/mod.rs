@@ -73,6 +73,8 @@ impl ClusterView {
                 connections: CONNECTIONS_PER_PEER,
                 max_in_flight: PEER_IN_FLIGHT,
                 secret: Some(topology.secret.clone()),
+                // Peer links prove the cluster secret on the plain ports.
+                tls: None,
                 separate_lanes: true,
                 mark_down: true,
             },
@@ -83,6 +85,7 @@ impl ClusterView {
                 connections: 1,
                 max_in_flight: [8, 1],
                 secret: Some(topology.secret.clone()),
+                tls: None,
                 separate_lanes: false,
                 mark_down: false,
             },
