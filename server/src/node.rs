@@ -105,9 +105,6 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
     let shards = engine.shard_count();
     let storage: Arc<dyn Storage> = Arc::new(engine);
     let addr = SocketAddr::new(config.listen, config.port);
-    let listener = net::bind(addr, config.backlog).map_err(|e| {
-        format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
-    })?;
     let extra = |port: u16, flag: &str| -> Result<Option<std::net::TcpListener>, String> {
         if port == 0 {
             return Ok(None);
@@ -126,11 +123,28 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         Some(path) => Some(Arc::new(crate::auth::AuthFile::load(path)?)),
         None => None,
     };
+    // The client port is bound last: once it accepts, every other port
+    // does too (a harness or probe that waits for it may use them all).
+    let batch = extra(config.batch_port, "--batch-port")?;
+    let client_tls = extra(config.tls_port, "--tls-port")?;
+    let batch_tls = extra(config.tls_batch_port, "--tls-batch-port")?;
+    let metrics_listener = match config.metrics_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::new(config.listen, port);
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen on metrics port {addr}: {e} (choose another --metrics-port)")
+            })?)
+        }
+    };
+    let listener = net::bind(addr, config.backlog).map_err(|e| {
+        format!("cannot listen on {addr}: {e} (is another server using the port? try -p)")
+    })?;
     let listeners = net::Listeners {
         client: listener,
-        batch: extra(config.batch_port, "--batch-port")?,
-        client_tls: extra(config.tls_port, "--tls-port")?,
-        batch_tls: extra(config.tls_batch_port, "--tls-batch-port")?,
+        batch,
+        client_tls,
+        batch_tls,
     };
     let exec = Arc::new(Executor {
         storage: storage.clone(),
@@ -182,15 +196,6 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             .tls_loaded_at
             .store(storage.clock().unix_now() as u64, Ordering::Relaxed);
     }
-    let metrics_listener = match config.metrics_port {
-        0 => None,
-        port => {
-            let addr = SocketAddr::new(config.listen, port);
-            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                format!("cannot listen on metrics port {addr}: {e} (choose another --metrics-port)")
-            })?)
-        }
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = {
         let storage = storage.clone();

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -110,7 +109,7 @@ impl TlsConn {
     /// Connects and completes the handshake, or says why it failed.
     pub fn open(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<TlsConn, String> {
         let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.set_read_timeout(Some(crate::REPLY_TIMEOUT)).unwrap();
         let name = ServerName::IpAddress(addr.ip().into());
         let conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
         let mut stream = StreamOwned::new(conn, tcp);

@@ -53,12 +53,29 @@ fn stat(server: &Server, name: &str) -> String {
         .unwrap_or_else(|| panic!("no stat {name}"))
 }
 
-/// Whether a TLS client with `config` can open a connection and be served.
-fn served(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+/// Whether a TLS client with `config` can open a connection and be served
+/// (why not, when not).
+fn serves_ok(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    match serves(addr, config) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("not served: {e}");
+            false
+        }
+    }
+}
+
+fn serves_err(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    serves(addr, config).is_err()
+}
+
+fn serves(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<(), String> {
     // With TLS 1.3 a refused client certificate shows on the first read.
-    TlsConn::open(addr, config)
-        .and_then(|mut c| c.request(b"version\r\n", b"\r\n"))
-        .is_ok_and(|r| r.starts_with(b"VERSION "))
+    let reply = TlsConn::open(addr, config).and_then(|mut c| c.request(b"version\r\n", b"\r\n"))?;
+    match reply.starts_with(b"VERSION ") {
+        true => Ok(()),
+        false => Err(format!("answered {:?}", String::from_utf8_lossy(&reply))),
+    }
 }
 
 #[test]
@@ -102,7 +119,7 @@ fn tls_port_serves_beside_the_plain_one() {
     let answer = zonecache_tests::request_at(tls_addr, b"version\r\n", b"\r\n");
     assert!(!answer.starts_with(b"VERSION"), "{answer:?}");
     assert_eq!(stat(&server, "ssl_handshake_errors"), "1");
-    assert!(served(tls_addr, pki.client_config(None, false)));
+    assert!(serves_ok(tls_addr, pki.client_config(None, false)));
     let (code, text) = http_get(([127, 0, 0, 1], metrics).into(), "/metrics");
     assert_eq!(code, 200);
     for line in [
@@ -113,7 +130,7 @@ fn tls_port_serves_beside_the_plain_one() {
     }
     // A client trusting another CA refuses the node.
     let other = Pki::new(&scratch("serve-other"));
-    assert!(!served(tls_addr, other.client_config(None, false)));
+    assert!(serves_err(tls_addr, other.client_config(None, false)));
 }
 
 #[test]
@@ -123,17 +140,17 @@ fn a_client_ca_requires_client_certificates() {
     let (server, addr) = node(&pki, "node", &["--tls-client-ca", &ca]);
     let client = pki.issue("client");
     assert!(
-        !served(addr, pki.client_config(None, false)),
+        serves_err(addr, pki.client_config(None, false)),
         "no certificate"
     );
-    assert!(served(addr, pki.client_config(Some(&client), false)));
+    assert!(serves_ok(addr, pki.client_config(Some(&client), false)));
     assert!(
-        served(addr, pki.client_config(Some(&client), true)),
+        serves_ok(addr, pki.client_config(Some(&client), true)),
         "TLS 1.2 too"
     );
     // A certificate from another CA is refused.
     let stranger = Pki::new(&scratch("mtls-other")).issue("stranger");
-    assert!(!served(addr, pki.client_config(Some(&stranger), false)));
+    assert!(serves_err(addr, pki.client_config(Some(&stranger), false)));
     assert_eq!(stat(&server, "tls_handshakes"), "2");
     let settings = String::from_utf8(server.request(b"stats settings\r\n", b"END\r\n")).unwrap();
     assert!(settings.contains(&format!("STAT ssl_ca_cert {ca}\r\n")));
@@ -145,10 +162,10 @@ fn a_minimum_version_refuses_older_clients() {
     let pki = Pki::new(&scratch("version"));
     let (server, addr) = node(&pki, "node", &["--tls-min-version", "1.3"]);
     assert!(
-        !served(addr, pki.client_config(None, true)),
+        serves_err(addr, pki.client_config(None, true)),
         "TLS 1.2 client"
     );
-    assert!(served(addr, pki.client_config(None, false)));
+    assert!(serves_ok(addr, pki.client_config(None, false)));
     let settings = String::from_utf8(server.request(b"stats settings\r\n", b"END\r\n")).unwrap();
     assert!(settings.contains("STAT ssl_min_version tlsv1.3\r\n"));
 }
