@@ -9,7 +9,7 @@ use zonecache_proto::number::parse_u32;
 use zonecache_proto::{push_key, Response};
 
 use super::Executor;
-use crate::store::{ScanCursor, Storage};
+use crate::store::{ItemView, ScanCursor, Storage};
 
 /// Index slots walked per stretch.
 const STRETCH_SLOTS: usize = 16 * 1024;
@@ -81,6 +81,20 @@ const SLAB_CLASSES: u32 = 64;
 const CACHEDUMP_MAX: usize = 2 << 20;
 
 impl Executor {
+    /// Shows `f` every live item (tombstones left out), a stretch of the
+    /// index at a time, until `f` returns false.
+    fn each_item(&self, f: &mut dyn FnMut(&ItemView<'_>) -> bool) {
+        let mut cursor = Some(ScanCursor::default());
+        let mut going = true;
+        while let (Some(at), true) = (cursor, going) {
+            let step = self.storage.scan(at, STRETCH_SLOTS, &mut |item| {
+                going = item.deleted || f(item);
+                going
+            });
+            cursor = step.next;
+        }
+    }
+
     /// `stats cachedump <class> <limit>`: `ITEM <key> [<bytes> b; <expiry>
     /// s]` per item, up to `limit` (0: all) and 2 MiB. The engine has no slab
     /// classes: class 1 holds every item, as in `lru_crawler metadump`;
@@ -99,27 +113,22 @@ impl Executor {
         let mut out = BytesMut::new();
         let mut shown = 0u32;
         let unix_now = self.storage.clock().unix_now();
-        let mut cursor = (class == 1).then(ScanCursor::default);
-        while let Some(at) = cursor {
-            let mut full = false;
-            let step = self.storage.scan(at, STRETCH_SLOTS, &mut |item| {
-                if item.deleted || item.key_binary {
+        if class == 1 {
+            self.each_item(&mut |item| {
+                if item.key_binary {
                     return true;
                 }
                 let expiry = if item.ttl < 0 { 0 } else { unix_now + item.ttl };
                 let line = format!(" [{} b; {expiry} s]\r\n", item.value.len());
                 if out.len() + 5 + item.key.len() + line.len() + 6 > CACHEDUMP_MAX {
-                    full = true;
                     return false;
                 }
                 out.extend_from_slice(b"ITEM ");
                 out.extend_from_slice(item.key);
                 out.extend_from_slice(line.as_bytes());
                 shown += 1;
-                !(limit != 0 && shown >= limit)
+                limit == 0 || shown < limit
             });
-            let done = full || (limit != 0 && shown >= limit);
-            cursor = step.next.filter(|_| !done);
         }
         out.extend_from_slice(b"END\r\n");
         Response::Lines(out.freeze())
@@ -130,16 +139,10 @@ impl Executor {
     /// value), walked from the store when asked.
     pub(super) fn size_histogram(&self) -> Response {
         let mut buckets: std::collections::BTreeMap<usize, u64> = Default::default();
-        let mut cursor = Some(ScanCursor::default());
-        while let Some(at) = cursor {
-            let step = self.storage.scan(at, STRETCH_SLOTS, &mut |item| {
-                if !item.deleted {
-                    *buckets.entry(item.memcached_size.div_ceil(32)).or_default() += 1;
-                }
-                true
-            });
-            cursor = step.next;
-        }
+        self.each_item(&mut |item| {
+            *buckets.entry(item.memcached_size.div_ceil(32)).or_default() += 1;
+            true
+        });
         Response::Stats(
             buckets
                 .into_iter()
