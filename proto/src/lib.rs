@@ -12,11 +12,15 @@
 //!   write replies straight into their buffer with [`Response::encode`] or
 //!   [`push_value`].
 //!
+//! - [`binary`] is memcached's binary protocol, translated to and from the
+//!   meta commands.
+//!
 //! Limits and error replies are memcached's (see `doc/protocol.txt` and
 //! `proto_text.c` in memcached 1.6): 250-byte keys, the item size limit with
 //! the data block swallowed, the 2048-byte bound on a line without newline,
 //! `ERROR` for unknown commands, `CLIENT_ERROR …` for malformed ones.
 
+pub mod binary;
 mod meta;
 pub mod number;
 mod parse;

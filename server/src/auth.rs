@@ -1,8 +1,10 @@
-//! memcached's text-protocol authentication (`-Y <file>`): the file holds
-//! `user:password` lines; a client authenticates by sending, before anything
-//! else, a `set` whose data block is `<user> <password>` (the key, flags
-//! and exptime are ignored). Re-read on SIGHUP; a broken file on reload
-//! leaves the running entries in place, as memcached does.
+//! memcached's password files: `user:password` lines, for the text
+//! protocol's authentication (`-Y <file>`: a client authenticates by
+//! sending, before anything else, a `set` whose data block is `<user>
+//! <password>`; the key, flags and exptime are ignored) and for SASL PLAIN
+//! over the binary protocol (`-S`, the file memcached's `MEMCACHED_SASL_PWDB`
+//! names). Re-read on SIGHUP; a broken file on reload leaves the running
+//! entries in place, as memcached does.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -78,13 +80,16 @@ impl AuthFile {
     pub fn check(&self, data: &[u8]) -> Option<bool> {
         let mut tokens = data.split(|&b| b == b' ').filter(|t| !t.is_empty());
         let (user, pass) = (tokens.next()?, tokens.next()?);
+        Some(self.verify(user, pass))
+    }
+
+    /// Whether `user` with `password` is an entry (SASL PLAIN's check).
+    pub fn verify(&self, user: &[u8], password: &[u8]) -> bool {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         // Every entry is compared, so the time says nothing of which matched.
-        Some(
-            entries
-                .iter()
-                .fold(false, |ok, (u, p)| ok | (same(u, user) & same(p, pass))),
-        )
+        entries
+            .iter()
+            .fold(false, |ok, (u, p)| ok | (same(u, user) & same(p, password)))
     }
 }
 

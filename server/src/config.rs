@@ -94,6 +94,18 @@ pub struct Config {
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
 
+    /// memcached's SASL authentication (-S): clients speak the binary
+    /// protocol only and are served nothing before a SASL PLAIN sign-in
+    /// checked against --sasl-pwdb (cluster peers prove the cluster secret
+    /// instead).
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
+
+    /// The `user:password` file SASL PLAIN is checked against (re-read on
+    /// SIGHUP); memcached's MEMCACHED_SASL_PWDB is read when this is not given.
+    #[arg(long = "sasl-pwdb")]
+    pub sasl_pwdb: Option<PathBuf>,
+
     /// Serve TLS on this port too (0: none), with --tls-cert and --tls-key;
     /// the plain port stays, so a fleet can move clients over.
     #[arg(long = "tls-port", default_value_t = 0)]
@@ -231,7 +243,47 @@ pub struct Config {
     pub no_warm: bool,
 }
 
+/// How clients prove who they are, and the password file they prove it against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `user:password` lines.
+    pub file: PathBuf,
+    /// SASL over the binary protocol (`-S`); otherwise the text
+    /// protocol's sign-in `set` (`-Y`).
+    pub sasl: bool,
+}
+
 impl Config {
+    /// The password file and how it is proven (`-Y` or `-S`), if any; an
+    /// error says what is missing or in conflict.
+    pub fn credentials(&self) -> Result<Option<Credentials>, String> {
+        let pwdb = self
+            .sasl_pwdb
+            .clone()
+            .or_else(|| std::env::var_os("MEMCACHED_SASL_PWDB").map(PathBuf::from));
+        match (&self.auth_file, self.enable_sasl) {
+            (Some(_), true) => Err(
+                "-Y (text sign-in) and -S (SASL) cannot be combined: -Y makes \
+                 the node text-only, -S binary-only; choose one"
+                    .into(),
+            ),
+            (Some(file), false) if self.sasl_pwdb.is_none() => Ok(Some(Credentials {
+                file: file.clone(),
+                sasl: false,
+            })),
+            (None, true) => match pwdb {
+                Some(file) => Ok(Some(Credentials { file, sasl: true })),
+                None => Err("-S needs a password file of user:password lines: \
+                     --sasl-pwdb FILE (or MEMCACHED_SASL_PWDB=FILE)"
+                    .into()),
+            },
+            _ if self.sasl_pwdb.is_some() => {
+                Err("--sasl-pwdb is only read with -S (SASL authentication)".into())
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The TLS ports' files, when a TLS port is asked for; an error says
     /// what is missing.
     pub fn tls_files(&self) -> Result<Option<TlsFiles>, String> {

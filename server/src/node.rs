@@ -119,10 +119,12 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
         None => None,
     };
-    let auth = match &config.auth_file {
-        Some(path) => Some(Arc::new(crate::auth::AuthFile::load(path)?)),
+    let credentials = config.credentials()?;
+    let auth = match &credentials {
+        Some(c) => Some(Arc::new(crate::auth::AuthFile::load(&c.file)?)),
         None => None,
     };
+    let sasl = credentials.as_ref().is_some_and(|c| c.sasl);
     // The client port is bound last: once it accepts, every other port
     // does too (a harness or probe that waits for it may use them all).
     let batch = extra(config.batch_port, "--batch-port")?;
@@ -165,6 +167,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             shutdown_command: config.enable_shutdown,
             tls: tls_files,
             auth_file: config.auth_file.clone(),
+            sasl,
         },
         conns: Arc::new(ConnRegistry::default()),
         groups: cluster.clone().map(|c| c as Arc<dyn StatsGroups>),
@@ -188,6 +191,7 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
         cluster,
         tls,
         auth,
+        sasl,
     });
     if front.tls.is_some() {
         front

@@ -199,6 +199,8 @@ pub struct Settings {
     pub tls: Option<crate::config::TlsFiles>,
     /// The text-protocol auth file (`-Y`), if any.
     pub auth_file: Option<std::path::PathBuf>,
+    /// SASL authentication over the binary protocol (`-S`).
+    pub sasl: bool,
 }
 
 /// `stats` groups served by a layer above the executor (the cluster's
@@ -353,7 +355,10 @@ pub fn group(ctx: &StatsContext<'_>, args: &[bytes::Bytes]) -> Option<Vec<(Strin
                 "shutdown_command",
                 if c.shutdown_command { "yes" } else { "no" }.into(),
             );
-            put("auth_enabled_sasl", "no".into());
+            put(
+                "auth_enabled_sasl",
+                if c.sasl { "yes" } else { "no" }.into(),
+            );
             put(
                 "auth_enabled_ascii",
                 c.auth_file

@@ -54,6 +54,21 @@ impl Conn {
         out
     }
 
+    /// Reads while `more` says the bytes so far are not the whole reply
+    /// (bounded by the timeout; stops at a close).
+    pub fn read_while(&mut self, mut more: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while more(&out) {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("reading reply: {e}; got so far {out:?}"),
+            }
+        }
+        out
+    }
+
     /// Whether nothing arrives within `wait` (then the connection is as
     /// before; bytes that do arrive are dropped).
     pub fn nothing_within(&mut self, wait: Duration) -> bool {

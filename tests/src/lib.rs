@@ -9,10 +9,12 @@
 //! processes are injected by a TCP proxy (`proxy`). Every process is killed
 //! when its handle is dropped.
 
+pub mod binary;
 pub mod cluster;
 pub mod conn;
 pub mod corpus;
 pub mod fuzz;
+pub mod fuzz_binary;
 pub mod procs;
 pub mod proxy;
 pub mod tls;

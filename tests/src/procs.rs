@@ -287,6 +287,15 @@ impl Server {
 
     /// Starts stock `memcached` on a free port, or says why it could not.
     pub fn try_memcached(args: &[&str]) -> Result<Server, String> {
+        Self::try_memcached_with_env(args, &[])
+    }
+
+    /// [`Server::try_memcached`] with these environment variables set
+    /// (`SASL_CONF_PATH` for `-S`).
+    pub fn try_memcached_with_env(
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Server, String> {
         Self::start("memcached", |port| {
             let mut c = Command::new("memcached");
             c.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0"]);
@@ -295,6 +304,7 @@ impl Server {
                 c.args(["-u", "root"]);
             }
             c.args(args);
+            c.envs(env.iter().copied());
             c
         })
     }

@@ -14,8 +14,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use zonecache_client::Lane;
+use zonecache_proto::binary::{BinaryParser, REQUEST_MAGIC};
 use zonecache_proto::{Command, RequestParser, Response, StoreMode, BATCH_SHED_MESSAGE};
 
+use super::binary::{self, Frame, Step};
 use super::peer_auth::PeerAuth;
 use super::request_log::{self, Entry};
 use super::{Front, HIGH_WATER};
@@ -48,7 +50,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let clock = front.exec.storage.clock();
     let guard = front.exec.conns.register(peer, local, clock.now());
     tracing::debug!(%peer, "connection opened");
-    let mut parser = RequestParser::new(front.parser);
+    let mut wire: Option<Wire> = None;
+    // A binary connection: how much of `wbuf` memcached would have sent.
+    let mut sent_upto = 0;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut counters = ConnCounters::default();
@@ -56,8 +60,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // applied here and never routed.
     let mut auth = PeerAuth::default();
     let mut from_peer = false;
-    // Under `-Y` nothing is served until the client signs in (or proves
-    // the cluster secret, as a peer does).
+    // Under `-Y` or `-S` nothing is served until the client signs in (or
+    // proves the cluster secret, as a peer does).
     let mut signed_in = front.auth.is_none();
     let result = 'conn: loop {
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
@@ -80,11 +84,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // effect to apply (its reply silenced): one last round for it.
         let ended = matches!(n, Ok(0));
         let n = match n {
-            Ok(0) if parser.end_of_input() => 0,
+            Ok(0) if wire.as_mut().is_some_and(Wire::end_of_input) => 0,
             Ok(0) => break 'conn Ok(()),
             Ok(n) => n,
             Err(e) => break 'conn Err(e),
         };
+        if ended && matches!(wire, Some(Wire::Binary(_))) {
+            // memcached closes here, dropping the replies it held.
+            wbuf.clear();
+        }
         counters.bytes_read += n as u64;
         // Each request's service time runs from the previous one's end (or
         // the read) to its reply: one clock read per request.
@@ -92,21 +100,66 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let count_keys = front.exec.settings.hot_keys != HotKeyMode::Off;
         let seconds = clock.now();
         loop {
-            let cmd = match parser.parse(&mut rbuf) {
-                Ok(Some(cmd)) => cmd,
-                Ok(None) => break,
-                Err(fatal) => {
-                    tracing::debug!(%peer, %fatal, "closing connection");
-                    let _ = flush(&mut stream, &mut wbuf, &mut counters).await;
-                    break 'conn Ok(());
+            // memcached tells the protocol by the connection's first byte
+            // (text only under `-Y`, binary only under `-S`).
+            if wire.is_none() && !rbuf.is_empty() {
+                let binary = rbuf[0] == REQUEST_MAGIC && (front.sasl || front.auth.is_none());
+                wire = Some(match binary {
+                    true => Wire::Binary(BinaryParser::new(front.parser, front.sasl)),
+                    false => Wire::Text(RequestParser::new(front.parser)),
+                });
+            }
+            let (cmd, frame) = match &mut wire {
+                None => break,
+                Some(Wire::Text(parser)) => match parser.parse(&mut rbuf) {
+                    Ok(Some(cmd)) => (cmd, None),
+                    Ok(None) => break,
+                    Err(fatal) => {
+                        tracing::debug!(%peer, %fatal, "closing connection");
+                        let _ = flush(&mut stream, &mut wbuf, &mut counters).await;
+                        break 'conn Ok(());
+                    }
+                },
+                Some(Wire::Binary(parser)) => {
+                    let Some(req) = parser.parse(&mut rbuf) else {
+                        if !parser.mid_request() {
+                            sent_upto = wbuf.len();
+                        }
+                        break;
+                    };
+                    match binary::admit(&front, req, &mut signed_in, &mut wbuf) {
+                        Step::Run(cmd, frame) => (cmd, Some(frame)),
+                        Step::Answered { flushes } => {
+                            if flushes {
+                                sent_upto = wbuf.len();
+                            }
+                            continue;
+                        }
+                        Step::CloseAfterWrite => {
+                            flush(&mut stream, &mut wbuf, &mut counters).await?;
+                            break 'conn Ok(());
+                        }
+                        Step::Close => {
+                            wbuf.truncate(sent_upto);
+                            flush(&mut stream, &mut wbuf, &mut counters).await?;
+                            break 'conn Ok(());
+                        }
+                    }
                 }
             };
+            // (A binary request was admitted above.)
             if !signed_in
+                && frame.is_none()
                 && !matches!(
                     cmd,
                     Command::PeerChallenge { .. } | Command::PeerHello { .. }
                 )
             {
+                // Under `-S` a text connection is a peer's or nobody's:
+                // memcached, binary-only, closes it.
+                if front.sasl {
+                    break 'conn Ok(());
+                }
                 let (response, ok) = sign_in(&front, &cmd);
                 signed_in = ok;
                 response.encode(&mut wbuf);
@@ -128,7 +181,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             if lane == Lane::Batch && data && starved(&front) {
                 front.exec.stats.batch_shed.fetch_add(1, Ordering::Relaxed);
                 if !cmd.noreply() {
-                    Response::ServerError(BATCH_SHED_MESSAGE.into()).encode(&mut wbuf);
+                    let shed = Response::ServerError(BATCH_SHED_MESSAGE.into());
+                    answer(frame.as_ref(), &shed, &mut wbuf);
                 }
                 continue;
             }
@@ -228,20 +282,39 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     from_peer,
                 });
             }
+            let before = wbuf.len();
             match reply {
-                Reply::Send(response) => response.encode(&mut wbuf),
+                Reply::Send(response) => answer(frame.as_ref(), &response, &mut wbuf),
                 Reply::Silent => {}
                 Reply::Close => {
+                    // A binary `quit` is answered (unless quiet) first.
+                    if let Some(frame) = frame.as_ref().filter(|f| binary::is_quit(&f.header)) {
+                        frame.answer(&Response::Ok, &mut wbuf);
+                    }
                     flush(&mut stream, &mut wbuf, &mut counters).await?;
                     break 'conn Ok(());
                 }
                 Reply::Drop => break 'conn Ok(()),
             }
+            if frame.as_ref().is_some_and(|f| f.flushes(&wbuf[before..])) {
+                sent_upto = wbuf.len();
+            }
             if wbuf.len() >= HIGH_WATER {
                 flush(&mut stream, &mut wbuf, &mut counters).await?;
             }
         }
+        // memcached holds the replies since its last send while it waits
+        // inside a binary request's body (and drops them if the client
+        // leaves there): they go once it reads on.
+        let held = match &wire {
+            Some(Wire::Binary(parser)) if parser.mid_request() => wbuf.split_off(sent_upto),
+            _ => BytesMut::new(),
+        };
         flush(&mut stream, &mut wbuf, &mut counters).await?;
+        if !held.is_empty() {
+            wbuf = held;
+        }
+        sent_upto = 0;
         if ended {
             break 'conn Ok(());
         }
@@ -261,6 +334,32 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     front.exec.stats.absorb(&mut counters);
     tracing::debug!(%peer, "connection closed");
     result
+}
+
+/// How a connection speaks, decided by its first byte.
+enum Wire {
+    Text(RequestParser),
+    Binary(BinaryParser),
+}
+
+impl Wire {
+    /// See [`RequestParser::end_of_input`] and
+    /// [`BinaryParser::end_of_input`].
+    fn end_of_input(&mut self) -> bool {
+        match self {
+            Wire::Text(parser) => parser.end_of_input(),
+            Wire::Binary(parser) => parser.end_of_input(),
+        }
+    }
+}
+
+/// Writes `response` as the connection speaks: a text reply, or the
+/// binary response to `frame`'s request.
+fn answer(frame: Option<&Frame>, response: &Response, wbuf: &mut BytesMut) {
+    match frame {
+        Some(frame) => frame.answer(response, wbuf),
+        None => response.encode(wbuf),
+    }
 }
 
 /// A command before the connection signed in under `-Y`: memcached's text

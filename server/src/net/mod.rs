@@ -3,6 +3,7 @@
 //! cluster (when this node is part of one and the connection is not a
 //! peer's) or to the executor, and encodes the `Response` it gets back.
 
+mod binary;
 mod connection;
 mod listener;
 mod peer_auth;
@@ -37,8 +38,13 @@ pub struct Front {
     pub log: RequestLog,
     /// The TLS ports' configuration; `None` without TLS ports.
     pub tls: Option<Arc<crate::tls::Tls>>,
-    /// Text-protocol credentials (`-Y`); `None`: no authentication.
+    /// The password file clients sign in against; `None`: no
+    /// authentication.
     pub auth: Option<Arc<crate::auth::AuthFile>>,
+    /// Clients sign in with SASL over the binary protocol (`-S`, and the
+    /// node speaks only that to clients); otherwise with the text
+    /// protocol's sign-in `set` (`-Y`, and the node speaks only text).
+    pub sasl: bool,
 }
 
 impl Front {
