@@ -32,6 +32,22 @@ fn exchange(server: &Server, bytes: &[u8]) -> Vec<u8> {
     c.finish()
 }
 
+/// memcached and zonecached alike: 64 MiB, one worker thread.
+fn servers() -> (Server, Server) {
+    let args = ["-m", "64", "-t", "1"];
+    (Server::memcached(&args), Server::zonecached(&args))
+}
+
+/// Empties both stores, so each seed starts from nothing on both.
+fn flush(memcached: &Server, zonecached: &Server) {
+    for server in [memcached, zonecached] {
+        assert_eq!(
+            Conn::request(&mut server.connect(), b"flush_all\r\n"),
+            b"OK\r\n"
+        );
+    }
+}
+
 /// Which accepted difference explains these replies, if one does.
 fn accepted(command: &[u8], memcached: &[u8], zonecached: &[u8]) -> Option<&'static str> {
     const BAD_LINE: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
@@ -111,8 +127,7 @@ fn unpadded(reply: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_commands_get_memcacheds_replies() {
-    let memcached = Server::memcached(&["-m", "64", "-t", "1"]);
-    let zonecached = Server::zonecached(&["-m", "64", "-t", "1"]);
+    let (memcached, zonecached) = servers();
     let budget = Duration::from_secs(env("ZC_FUZZ_SECONDS", 60));
     let first_seed = env("ZC_FUZZ_SEED", 1);
     // ZC_FUZZ_TRACE=1 prints every command and both replies.
@@ -124,12 +139,7 @@ fn mutated_commands_get_memcacheds_replies() {
     while started.elapsed() < budget && failures.lines().count() < 40 {
         let seed = first_seed + seeds;
         seeds += 1;
-        for server in [&memcached, &zonecached] {
-            assert_eq!(
-                Conn::request(&mut server.connect(), b"flush_all\r\n"),
-                b"OK\r\n"
-            );
-        }
+        flush(&memcached, &zonecached);
         let mut rng = Rng::new(seed);
         for i in 0..COMMANDS_PER_SEED {
             let cmd = command(&mut rng);
@@ -180,8 +190,7 @@ fn mutated_commands_get_memcacheds_replies() {
 
 #[test]
 fn mutated_binary_requests_get_memcacheds_packets() {
-    let memcached = Server::memcached(&["-m", "64", "-t", "1"]);
-    let zonecached = Server::zonecached(&["-m", "64", "-t", "1"]);
+    let (memcached, zonecached) = servers();
     let budget = Duration::from_secs(env("ZC_FUZZ_SECONDS", 60));
     let first_seed = env("ZC_FUZZ_SEED", 1);
     let trace = std::env::var_os("ZC_FUZZ_TRACE").is_some();
@@ -195,12 +204,7 @@ fn mutated_binary_requests_get_memcacheds_packets() {
     while started.elapsed() < budget && seeds < max_seeds && failures.lines().count() < 40 {
         let seed = first_seed + seeds;
         seeds += 1;
-        for server in [&memcached, &zonecached] {
-            assert_eq!(
-                Conn::request(&mut server.connect(), b"flush_all\r\n"),
-                b"OK\r\n"
-            );
-        }
+        flush(&memcached, &zonecached);
         let mut rng = Rng::new(seed);
         for i in 0..COMMANDS_PER_SEED {
             let req = fuzz_binary::request(&mut rng);

@@ -13,7 +13,7 @@ mod parse;
 mod reply;
 
 pub use parse::{Action, BinaryParser, BinaryRequest};
-pub use reply::{encode_reply, push_error, push_packet};
+pub use reply::{encode_reply, push_error, push_packet, push_success};
 
 /// The first byte of every binary request (memcached tells a binary
 /// connection from a text one by it).

@@ -41,7 +41,8 @@ pub fn push_error(out: &mut BytesMut, h: &Header, status: Status, message: Optio
     push_packet(out, h.opcode, status, &[], &[], message, h.opaque, 0);
 }
 
-fn push_success(out: &mut BytesMut, h: &Header, value: &[u8], cas: u64) {
+/// A success response to `h` with `value` (nothing for a quiet opcode).
+pub fn push_success(out: &mut BytesMut, h: &Header, value: &[u8], cas: u64) {
     if !h.quiet() {
         push_packet(
             out,

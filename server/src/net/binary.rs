@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use zonecache_proto::binary::{
-    encode_reply, opcode, push_error, push_packet, Action, BinaryRequest, Header, Status,
+    encode_reply, opcode, push_error, push_success, Action, BinaryRequest, Header, Status,
 };
 use zonecache_proto::{Command, Response};
 
@@ -101,16 +101,7 @@ pub fn admit(front: &Front, req: BinaryRequest, signed_in: &mut bool, wbuf: &mut
         // signs the connection out until it succeeds again.
         Action::ListMechanisms => {
             *signed_in = false;
-            push_packet(
-                wbuf,
-                h.opcode,
-                Status::Success,
-                &[],
-                &[],
-                MECHANISMS,
-                h.opaque,
-                0,
-            );
+            push_success(wbuf, &h, MECHANISMS, 0);
             Step::Answered { flushes: false }
         }
         Action::Authenticate {
@@ -122,16 +113,7 @@ pub fn admit(front: &Front, req: BinaryRequest, signed_in: &mut bool, wbuf: &mut
             let stats = &front.exec.stats;
             stats.auth_cmds.fetch_add(1, Ordering::Relaxed);
             if *signed_in {
-                push_packet(
-                    wbuf,
-                    h.opcode,
-                    Status::Success,
-                    &[],
-                    &[],
-                    b"Authenticated",
-                    h.opaque,
-                    0,
-                );
+                push_success(wbuf, &h, b"Authenticated", 0);
             } else {
                 stats.auth_errors.fetch_add(1, Ordering::Relaxed);
                 push_error(wbuf, &h, Status::AuthError, None);
