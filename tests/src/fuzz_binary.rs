@@ -153,6 +153,76 @@ fn one(rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
+/// One packet of a request as a server reads it: by its declared lengths.
+pub struct Sent<'a> {
+    pub opcode: u8,
+    pub extras: &'a [u8],
+    pub key: &'a [u8],
+}
+
+/// The packets of `request`, walked by their declared lengths (as far as
+/// they are whole and start with the request magic).
+pub fn sent(request: &[u8]) -> Vec<Sent<'_>> {
+    let mut out = Vec::new();
+    let mut rest = request;
+    while rest.len() >= 24 && rest[0] == 0x80 {
+        let key_len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let extras = usize::from(rest[4]);
+        let body = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+        let Some(fields) = rest.get(24..24 + extras + key_len) else {
+            break;
+        };
+        out.push(Sent {
+            opcode: rest[1],
+            extras: &fields[..extras],
+            key: &fields[extras..],
+        });
+        rest = rest.get(24 + body..).unwrap_or_default();
+    }
+    out
+}
+
+/// Whether `request` holds a flush with a delay. memcached keeps a single
+/// flush time, which such a flush replaces (with a time to come, or with
+/// none when the delay is an absolute time already past), so items an
+/// earlier flush hid and nothing has reaped yet are served again;
+/// zonecached keeps them flushed (`tests/ACCEPTED_DIFFERENCES.md`, 17).
+pub fn delays_a_flush(request: &[u8]) -> bool {
+    sent(request)
+        .iter()
+        .any(|p| matches!(p.opcode, 0x08 | 0x18) && p.extras.len() == 4 && p.extras != [0; 4])
+}
+
+/// Whether `request` holds a `stat` whose group memcached may read from
+/// the bytes after its key: it compares `reset`, `settings` and
+/// `detail on|off|dump` with `strncmp`, past a shorter key into the next
+/// request or a stale buffer (`tests/ACCEPTED_DIFFERENCES.md`, 19).
+pub fn stat_group_read_past_key(request: &[u8]) -> bool {
+    const GROUPS: &[&[u8]] = &[
+        b"reset",
+        b"settings",
+        b"detail on",
+        b"detail off",
+        b"detail dump",
+    ];
+    sent(request).iter().any(|p| {
+        p.opcode == 0x10
+            && !p.key.is_empty()
+            && GROUPS
+                .iter()
+                .any(|g| g.len() > p.key.len() && g.starts_with(p.key))
+    })
+}
+
+/// The keys of the `incr`/`decr` packets in `request`.
+pub fn counted_keys(request: &[u8]) -> Vec<&[u8]> {
+    sent(request)
+        .into_iter()
+        .filter(|p| matches!(p.opcode, 0x05 | 0x06 | 0x15 | 0x16))
+        .map(|p| p.key)
+        .collect()
+}
+
 /// One to three pipelined requests.
 pub fn request(rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();

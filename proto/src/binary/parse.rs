@@ -43,8 +43,9 @@ pub struct BinaryRequest {
     /// Run it but answer nothing: a refused value's client left before
     /// its bytes were swallowed (see [`BinaryParser::end_of_input`]).
     pub silent: bool,
-    /// Its body was refused and swallowed (memcached does not send the
-    /// replies it holds before such a refusal until it reads on).
+    /// Its body was refused and swallowed, or its value refused (memcached
+    /// does not send the replies it holds, this one's too, until it reads
+    /// on).
     pub swallowed: bool,
 }
 
@@ -81,6 +82,10 @@ enum Shape {
     Head(Action),
     /// Answer now and discard this many bytes after the key.
     Swallow(Action, u64),
+    /// A store's value refused (too large): as `Swallow`, but memcached
+    /// holds its replies whatever the count (it goes on to swallow even
+    /// when its C `int` count is negative and there is nothing to).
+    RefuseValue(Action, u64),
     /// Needs its whole body (a value or SASL data).
     Body,
 }
@@ -154,12 +159,14 @@ impl BinaryParser {
             .freeze();
         let extras = bytes.slice(HEADER_LEN..HEADER_LEN + ext);
         let key = bytes.slice(HEADER_LEN + ext..head);
-        let (action, swallow) = match shape {
-            Shape::Head(action) => (action, 0),
-            Shape::Swallow(action, n) => (action, n),
+        let (action, swallow, refused_value) = match shape {
+            Shape::Head(action) => (action, 0, false),
+            Shape::Swallow(action, n) => (action, n, false),
+            Shape::RefuseValue(action, n) => (action, n, true),
             Shape::Body => (
                 body_action(&header, &extras, key.clone(), bytes.slice(head..)),
                 0,
+                false,
             ),
         };
         let request = BinaryRequest {
@@ -177,7 +184,7 @@ impl BinaryParser {
             0
         };
         let request = BinaryRequest {
-            swallowed: swallow > 0,
+            swallowed: swallow > 0 || refused_value,
             ..request
         };
         let now = (swallow as usize).min(buf.len());
@@ -312,7 +319,7 @@ impl BinaryParser {
             remove_existing: h.loud() == opcode::SET,
             noreply: false,
         };
-        Shape::Swallow(Action::Run(refusal), value_len as u64)
+        Shape::RefuseValue(Action::Run(refusal), value_len as u64)
     }
 }
 
