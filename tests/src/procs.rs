@@ -43,21 +43,14 @@ fn claim(port: u16) -> bool {
     true
 }
 
-/// A free loopback port (the OS picks it; we release it for the server).
-/// Never one that another test — in this process or another — was given:
-/// a port handed to one test's server but not yet bound must not go to
-/// another's (its server would fail to bind while the first test talked to
-/// the wrong process).
+/// A free loopback port for a server to bind, claimed like
+/// [`free_port_range`]'s: never one another test — in this process or
+/// another — was given, and below Linux's ephemeral range. (A port the OS
+/// hands out for `:0` lies in that range, where an outgoing connection may
+/// take it before the server binds it, or a readiness probe to it may
+/// connect to itself: TCP's simultaneous open.)
 pub fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        if claim(port) {
-            return port;
-        }
-    }
+    free_port_range(1).expect("a free loopback port")
 }
 
 /// The first of `count` consecutive free loopback ports (a cluster laid out
@@ -351,8 +344,11 @@ impl Server {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false; // exited, e.g. port taken
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return true;
+            // A probe that connected to itself is no server.
+            if let Ok(probe) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                if probe.local_addr().ok() != probe.peer_addr().ok() {
+                    return true;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
