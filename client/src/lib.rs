@@ -114,6 +114,7 @@ pub mod ring;
 pub mod route;
 #[cfg(not(loom))]
 mod scope;
+pub mod tls;
 pub mod topology;
 
 pub use addr::NodeAddr;
@@ -130,4 +131,5 @@ pub use remote::{NodeOptions, RemoteNode, RemoteNodes};
 pub use ring::Ring;
 #[cfg(not(loom))]
 pub use scope::Scope;
+pub use tls::PeerTls;
 pub use topology::{ClusterConfig, NodeConfig, Topology, WritePolicy, Zone, ZoneConfig};

@@ -48,8 +48,9 @@ pub struct NodeOptions {
     /// batch port when it has one). `false` puts both lanes on the realtime
     /// connections — only useful to measure what lanes are worth.
     pub separate_lanes: bool,
-    /// Speak TLS with this configuration on every connection (the node's
-    /// addresses are then its TLS ports); `None`: plain TCP.
+    /// Speak TLS with this configuration on every connection, to the
+    /// node's `tls_addr`/`tls_batch_addr` (a node without them is reached
+    /// at its addresses, which must then be TLS ports); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether failures mark the node down (calls then fail at once until a
     /// probe answers). A node's lease requests are never held back: a node
@@ -142,14 +143,16 @@ pub struct RemoteNode {
 impl RemoteNode {
     /// A node we have not talked to yet; connections open on first use.
     pub fn new(config: NodeConfig, options: &NodeOptions) -> RemoteNode {
-        let batch_addr = config.batch_addr.clone().unwrap_or(config.addr.clone());
+        // Over TLS, the node's TLS ports when the config names them (else
+        // its addresses are TLS ports already: seeds given as such).
+        let (addr, batch) = match (&options.tls, &config.tls_addr) {
+            (Some(_), Some(tls)) => (tls, config.tls_batch_addr.as_ref()),
+            _ => (&config.addr, config.batch_addr.as_ref()),
+        };
+        let batch_addr = batch.unwrap_or(addr).clone();
         RemoteNode {
             lanes: [
-                LanePool::new(
-                    config.addr.clone(),
-                    options.connections,
-                    options.max_in_flight[0],
-                ),
+                LanePool::new(addr.clone(), options.connections, options.max_in_flight[0]),
                 LanePool::new(batch_addr, options.connections, options.max_in_flight[1]),
             ],
             config,

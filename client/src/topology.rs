@@ -109,6 +109,14 @@ pub struct NodeConfig {
     /// connections of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_addr: Option<NodeAddr>,
+    /// The node's TLS port (`--tls-port`): where peers and direct-mode
+    /// clients connect when the config has `[peer_tls]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_addr: Option<NodeAddr>,
+    /// Its batch lane over TLS (`--tls-batch-port`); without it batch
+    /// traffic over TLS uses `tls_addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_batch_addr: Option<NodeAddr>,
     /// Share of the zone's keys, relative to the other nodes.
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -121,6 +129,8 @@ impl NodeConfig {
             id: addr.to_string(),
             addr: addr.into(),
             batch_addr: None,
+            tls_addr: None,
+            tls_batch_addr: None,
             weight: 1,
         }
     }
@@ -165,6 +175,10 @@ pub struct ClusterConfig {
     /// account can read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<std::path::PathBuf>,
+    /// TLS for peer links and direct-mode clients (`tls.rs`): every node
+    /// then needs a `tls_addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_tls: Option<crate::tls::PeerTls>,
     pub zones: Vec<ZoneConfig>,
 }
 
@@ -174,14 +188,15 @@ impl ClusterConfig {
         toml::from_str(text).map_err(|e| format!("cluster config: {e}"))
     }
 
-    /// Reads a config file; a relative `secret_file` is taken from the
-    /// file's folder.
+    /// Reads a config file; a relative `secret_file` or `[peer_tls]` file
+    /// is taken from the file's folder.
     pub fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut config =
             ClusterConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let (Some(file), Some(folder)) = (&config.secret_file, path.parent()) {
-            config.secret_file = Some(folder.join(file));
+        if let Some(folder) = path.parent() {
+            config.secret_file = config.secret_file.map(|file| folder.join(file));
+            config.peer_tls = config.peer_tls.map(|tls| tls.relative_to(folder));
         }
         Ok(config)
     }
@@ -244,6 +259,8 @@ impl ClusterConfig {
                         id: format!("{name}{}", n + 1),
                         addr: port(z * nodes + n).into(),
                         batch_addr: Some(port(count + z * nodes + n).into()),
+                        tls_addr: None,
+                        tls_batch_addr: None,
                         weight: 1,
                     })
                     .collect(),
@@ -267,6 +284,7 @@ impl ClusterConfig {
             hints_max_bytes: default_hints_max(),
             secret: None,
             secret_file: None,
+            peer_tls: None,
             zones,
         }
     }
@@ -370,6 +388,13 @@ impl Topology {
             for n in &z.nodes {
                 if !ids.insert(n.id.clone()) {
                     return Err(format!("node id {:?} appears twice", n.id));
+                }
+                if config.peer_tls.is_some() && n.tls_addr.is_none() {
+                    return Err(format!(
+                        "node {:?} has no tls_addr: with [peer_tls] peers connect to \
+                         every node's TLS port (--tls-port)",
+                        n.id
+                    ));
                 }
             }
         }

@@ -114,6 +114,9 @@ async fn run(config: Config, threads: usize) -> Result<(), String> {
             .map(Some)
             .map_err(|e| format!("cannot listen on {flag} {addr}: {e} (choose another {flag})"))
     };
+    if let Some(c) = &cluster {
+        check_peer_tls_ports(&c.current(), &config)?;
+    }
     let tls_files = config.tls_files()?;
     let tls = match &tls_files {
         Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone())?)),
@@ -304,4 +307,34 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// With `[peer_tls]`, peers connect to the TLS ports the config gives this
+/// node: they must be the ones it serves.
+fn check_peer_tls_ports(view: &crate::cluster::ClusterView, config: &Config) -> Result<(), String> {
+    if !view.speaks_peer_tls() {
+        return Ok(());
+    }
+    let ports = [
+        (&view.me.tls_addr, config.tls_port, "tls_addr", "--tls-port"),
+        (
+            &view.me.tls_batch_addr,
+            config.tls_batch_port,
+            "tls_batch_addr",
+            "--tls-batch-port",
+        ),
+    ];
+    for (addr, served, field, flag) in ports {
+        if let Some(addr) = addr {
+            if addr.port() != served {
+                return Err(format!(
+                    "the cluster config has [peer_tls] and gives node {} {field} {addr}, \
+                     but {flag} is {served}: serve that port (with --tls-cert and \
+                     --tls-key) or change the config",
+                    view.me.id
+                ));
+            }
+        }
+    }
+    Ok(())
 }

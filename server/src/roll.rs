@@ -138,6 +138,8 @@ pub fn roll(dir: &Path, opts: &RollOptions) -> Result<(), String> {
     let secret = config
         .cluster_secret()?
         .ok_or("the cluster's config names no secret")?;
+    // Readiness reads prove it too: nodes under -Y serve nothing before.
+    crate::status::hold_secret(secret.clone());
     let probe = match opts.probe_rate {
         0 => None,
         rate => Some(Probe::start(config, rate)?),

@@ -81,7 +81,7 @@ pub struct Report {
 /// Where the tool learns the nodes.
 pub enum Source {
     /// A cluster config file (any node's).
-    Config(ClusterConfig),
+    Config(Box<ClusterConfig>),
     /// Reachable nodes; the others are learned from their `stats peers`.
     Seeds(Vec<SocketAddr>),
 }

@@ -36,6 +36,22 @@ pub struct TestCluster {
     /// With [`TestCluster::start_linked`]: a proxy per (from, to) pair of
     /// nodes, where `from`'s config puts `to`.
     links: HashMap<(String, String), Proxy>,
+    /// Arguments every node gets (with [`TestCluster::start_tls`], its
+    /// TLS identity); each node's own `--tls-port` is added from its
+    /// `tls_addr`.
+    node_args: Vec<String>,
+}
+
+/// TLS for a [`TestCluster`]'s peer links ([`TestCluster::start_tls`]).
+pub struct ClusterTls {
+    /// The config's `[peer_tls]`: what peers trust and present.
+    pub peer: zonecache_client::PeerTls,
+    /// The certificate and key every node serves on its TLS port.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Nodes require a client certificate chaining to this CA
+    /// (`--tls-client-ca`: mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Where the harness puts fault-injecting proxies.
@@ -50,7 +66,18 @@ impl TestCluster {
     /// Starts `zones` × `per_zone` nodes with `write_policy` and optional
     /// top-level config settings in TOML (`"write_deadline_ms = 200"`).
     pub fn start(zones: usize, per_zone: usize, write_policy: &str, extra: &str) -> TestCluster {
-        Self::launch(zones, per_zone, write_policy, extra, Proxying::None)
+        Self::launch(zones, per_zone, write_policy, extra, Proxying::None, None)
+    }
+
+    /// Like [`TestCluster::start`], every node also serving a TLS port
+    /// (its `tls_addr`) and peer links speaking TLS as `tls` says.
+    pub fn start_tls(
+        zones: usize,
+        per_zone: usize,
+        write_policy: &str,
+        tls: &ClusterTls,
+    ) -> TestCluster {
+        Self::launch(zones, per_zone, write_policy, "", Proxying::None, Some(tls))
     }
 
     /// Like [`TestCluster::start`], with a proxy on every link between two
@@ -63,7 +90,14 @@ impl TestCluster {
         write_policy: &str,
         extra: &str,
     ) -> TestCluster {
-        Self::launch(zones, per_zone, write_policy, extra, Proxying::PerLink)
+        Self::launch(
+            zones,
+            per_zone,
+            write_policy,
+            extra,
+            Proxying::PerLink,
+            None,
+        )
     }
 
     fn launch(
@@ -72,10 +106,28 @@ impl TestCluster {
         write_policy: &str,
         extra: &str,
         proxying: Proxying,
+        tls: Option<&ClusterTls>,
     ) -> TestCluster {
         let base = free_port_range(2 * (zones * per_zone) as u16).expect("free ports");
         let mut config = ClusterConfig::local(zones, per_zone, base).expect("cluster shape");
         config.write_policy = WritePolicy::from_name(write_policy).expect("write policy");
+        let mut node_args = Vec::new();
+        if let Some(tls) = tls {
+            for node in config.zones.iter_mut().flat_map(|z| z.nodes.iter_mut()) {
+                node.tls_addr = Some(node.addr.with_port(free_port()));
+            }
+            config.peer_tls = Some(tls.peer.clone());
+            let path = |p: &PathBuf| p.to_str().expect("utf-8 path").to_string();
+            node_args = vec![
+                "--tls-cert".into(),
+                path(&tls.cert),
+                "--tls-key".into(),
+                path(&tls.key),
+            ];
+            if let Some(ca) = &tls.client_ca {
+                node_args.extend(["--tls-client-ca".into(), path(ca)]);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("zc-cluster-{}-{base}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("config dir");
         let mut cluster = TestCluster {
@@ -84,6 +136,7 @@ impl TestCluster {
             settings: extra.parse().expect("extra settings are TOML"),
             dir,
             links: HashMap::new(),
+            node_args,
         };
         let all: Vec<(String, NodeConfig)> = cluster
             .config
@@ -188,6 +241,11 @@ impl TestCluster {
             "--config",
             path.to_str().expect("utf-8 path"),
         ];
+        let tls_port = node.tls_addr.as_ref().map(|a| a.port().to_string());
+        if let Some(port) = &tls_port {
+            args.extend(["--tls-port", port]);
+        }
+        args.extend(self.node_args.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let server = Server::zonecached_logging_on(node.addr.port(), &args, log);
         self.nodes.push(ClusterNode {
@@ -213,6 +271,8 @@ impl TestCluster {
             id: id.clone(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)).into(),
             batch_addr: Some(SocketAddr::from(([127, 0, 0, 1], batch)).into()),
+            tls_addr: None,
+            tls_batch_addr: None,
             weight: 1,
         };
         entry.nodes.push(node.clone());

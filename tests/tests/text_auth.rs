@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use zonecache_tests::{Conn, Server, TestCluster};
+use zonecache_tests::{zonecache_tool, Conn, Server, TestCluster};
 
 fn auth_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("zc-auth-{}-{name}", std::process::id()));
@@ -160,4 +160,12 @@ fn a_cluster_requiring_sign_in_still_replicates() {
     let mut b = cluster.node("b1").server.connect();
     assert_eq!(ask(&mut b, &sign_in("app pw"), false), b"STORED\r\n");
     assert_eq!(b.request(b"get k\r\n"), b"VALUE k 0 2\r\nhi\r\nEND\r\n");
+    // The readiness tool signs in with the cluster secret; without it the
+    // node tells it nothing.
+    let addr = cluster.node("a1").server.addr.to_string();
+    let config = cluster.config_path("a1");
+    let (code, text) = zonecache_tool(&["ready", &addr, "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = zonecache_tool(&["ready", &addr]);
+    assert_eq!(code, 1, "{text}");
 }

@@ -1,8 +1,9 @@
 //! TLS on the client and batch ports: served beside the plain ports,
 //! mutual TLS, the oldest version allowed, certificates re-read on SIGHUP
 //! and `refresh_certs` without dropping open connections, handshake
-//! figures in `stats`, and real TLS clients (rustls, `openssl s_client`)
-//! getting the same replies as from stock memcached with `-Z`.
+//! figures in `stats`, real TLS clients (rustls, `openssl s_client`)
+//! getting the same replies as from stock memcached with `-Z`, and peer
+//! links (and direct-mode clients) over mutual TLS with `[peer_tls]`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,15 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zonecache_tests::cluster::{ClusterTls, TestCluster};
 use zonecache_tests::tls::{Pki, TlsConn};
-use zonecache_tests::{free_port, free_port_range, http_get, zonecached_binary, Server};
-
-/// A port for a node's extra listener: below the ephemeral range, so an
-/// outgoing connection of a test running beside cannot take it before the
-/// node binds it.
-fn extra_port() -> u16 {
-    free_port_range(1).unwrap()
-}
+use zonecache_tests::{free_port, http_get, zonecached_binary, Server};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("zc-tls-{}-{name}", std::process::id()));
@@ -30,7 +25,7 @@ fn scratch(name: &str) -> PathBuf {
 /// TLS port's address.
 fn node(pki: &Pki, name: &str, extra: &[&str]) -> (Server, std::net::SocketAddr) {
     let id = pki.issue(name);
-    let port = extra_port();
+    let port = free_port();
     let mut args: Vec<String> = vec![
         "--tls-port".into(),
         port.to_string(),
@@ -81,7 +76,7 @@ fn serves(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> Resu
 #[test]
 fn tls_port_serves_beside_the_plain_one() {
     let pki = Pki::new(&scratch("serve"));
-    let metrics = extra_port();
+    let metrics = free_port();
     let (server, tls_addr) = node(&pki, "node", &["--metrics-port", &metrics.to_string()]);
     let mut c = TlsConn::open(tls_addr, pki.client_config(None, false)).unwrap();
     assert_eq!(
@@ -230,7 +225,7 @@ fn certificates_are_reread_without_dropping_connections() {
 #[test]
 fn the_batch_port_has_a_tls_twin() {
     let pki = Pki::new(&scratch("batch"));
-    let batch = extra_port();
+    let batch = free_port();
     let (server, _) = node(&pki, "node", &["--tls-batch-port", &batch.to_string()]);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], batch));
     let mut c = TlsConn::open(addr, pki.client_config(None, false)).unwrap();
@@ -351,5 +346,129 @@ fn the_rust_client_speaks_tls() {
     assert_eq!(
         server.request(b"get k\r\n", b"END\r\n"),
         b"VALUE k 0 8\r\nover tls\r\nEND\r\n"
+    );
+}
+
+/// A 2-zone cluster whose peer links speak TLS to nodes that require a
+/// client certificate; `present`: whether the config's `[peer_tls]` gives
+/// the nodes one to present.
+fn mutual_tls_cluster(name: &str, present: bool) -> TestCluster {
+    let pki = Pki::new(&scratch(name));
+    let node = pki.issue("node");
+    let peer = zonecache_client::PeerTls {
+        ca: pki.ca_file(),
+        cert: present.then(|| node.cert_file.clone()),
+        key: present.then(|| node.key_file.clone()),
+    };
+    let tls = ClusterTls {
+        peer,
+        cert: node.cert_file.clone(),
+        key: node.key_file.clone(),
+        client_ca: Some(pki.ca_file()),
+    };
+    TestCluster::start_tls(2, 1, "all", &tls)
+}
+
+fn handshakes(cluster: &TestCluster, id: &str) -> (u64, u64) {
+    let stats = cluster.node(id).server.stats();
+    let count = |name: &str| stats.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (count("tls_handshakes"), count("ssl_handshake_errors"))
+}
+
+#[test]
+fn peer_links_speak_mutual_tls_when_the_config_asks() {
+    let cluster = mutual_tls_cluster("peers", true);
+    let (b1_before, _) = handshakes(&cluster, "b1");
+    // A write through a1's plain port reaches b1 over a TLS peer link
+    // (policy `all`: both copies acknowledged before STORED).
+    assert_eq!(
+        cluster
+            .node("a1")
+            .server
+            .request(b"set k 0 0 3\r\nabc\r\n", b"\r\n"),
+        b"STORED\r\n"
+    );
+    assert_eq!(
+        cluster.held("b1", "k").map(|(v, _)| v).as_deref(),
+        Some("abc")
+    );
+    let (b1_after, b1_errors) = handshakes(&cluster, "b1");
+    assert!(
+        b1_after > b1_before,
+        "a1's link to b1 was no TLS session: {b1_before} -> {b1_after}"
+    );
+    assert_eq!(b1_errors, 0);
+    // A direct-mode client of the same config speaks TLS to both nodes,
+    // presenting the config's certificate.
+    let (a1_before, _) = handshakes(&cluster, "a1");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = zonecache_client::ClientBuilder::config_file(cluster.config_path("a1"))
+            .build()
+            .unwrap();
+        let options = zonecache_client::StoreOptions::default();
+        client.set("direct", "over tls", options).await.unwrap();
+        assert_eq!(
+            client.get("direct").await.unwrap().as_deref(),
+            Some(&b"over tls"[..])
+        );
+    });
+    assert!(
+        handshakes(&cluster, "a1").0 > a1_before,
+        "the direct-mode client spoke plain TCP"
+    );
+    assert_eq!(
+        cluster.held("b1", "direct").map(|(v, _)| v).as_deref(),
+        Some("over tls")
+    );
+}
+
+#[test]
+fn a_peer_without_a_client_certificate_is_refused() {
+    let cluster = mutual_tls_cluster("peers-anonymous", false);
+    // b1 refuses a1's link (no certificate), so policy `all` cannot be met.
+    let reply = cluster
+        .node("a1")
+        .server
+        .request(b"set k 0 0 3\r\nabc\r\n", b"\r\n");
+    assert!(
+        reply.starts_with(b"SERVER_ERROR"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(cluster.held("b1", "k"), None);
+    assert!(
+        handshakes(&cluster, "b1").1 > 0,
+        "b1 counted no refused handshake"
+    );
+}
+
+#[test]
+fn a_node_not_serving_its_configured_tls_port_refuses_to_start() {
+    let pki = Pki::new(&scratch("wrong-port"));
+    let node = pki.issue("node");
+    let mut config = zonecache_client::ClusterConfig::local(1, 1, free_port()).unwrap();
+    config.zones[0].nodes[0].tls_addr = Some(config.zones[0].nodes[0].addr.with_port(free_port()));
+    config.peer_tls = Some(zonecache_client::PeerTls {
+        ca: pki.ca_file(),
+        cert: None,
+        key: None,
+    });
+    let path = pki.dir.join("a1.toml");
+    std::fs::write(&path, config.file_for("a1")).unwrap();
+    let output = Command::new(zonecached_binary())
+        .args(["-p", &free_port().to_string(), "--config"])
+        .arg(&path)
+        .args(["--tls-port", &free_port().to_string(), "--tls-cert"])
+        .arg(&node.cert_file)
+        .arg("--tls-key")
+        .arg(&node.key_file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("tls_addr") && err.contains("--tls-port"),
+        "{err}"
     );
 }

@@ -19,7 +19,7 @@ use crate::topology::{ClusterConfig, Overrides, Topology, WritePolicy};
 /// Where the topology comes from.
 #[derive(Debug, Clone)]
 enum Source {
-    Config(ClusterConfig),
+    Config(Box<ClusterConfig>),
     File(std::path::PathBuf),
     Seeds(Vec<SocketAddr>),
 }
@@ -43,7 +43,7 @@ impl ClientBuilder {
 
     /// A cluster described by a parsed config.
     pub fn config(config: ClusterConfig) -> ClientBuilder {
-        ClientBuilder::from_source(Source::Config(config))
+        ClientBuilder::from_source(Source::Config(Box::new(config)))
     }
 
     /// One zone of these servers (zonecached nodes or stock memcached).
@@ -64,8 +64,10 @@ impl ClientBuilder {
 
     /// Speaks TLS on every connection with `config` (its roots are what the
     /// nodes' certificates must chain to; a client certificate in it is
-    /// presented for mutual TLS). The addresses given (seeds, or the
-    /// config's nodes) must then be the nodes' TLS ports (`--tls-port`).
+    /// presented for mutual TLS), to each node's `tls_addr` (seeds, or
+    /// config nodes without one, must then be the nodes' TLS ports,
+    /// `--tls-port`). A direct-mode client of a config with `[peer_tls]`
+    /// does so by itself.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> ClientBuilder {
         self.options.tls = Some(config);
         self
@@ -141,7 +143,7 @@ impl ClientBuilder {
         // A seed list may be stock memcached: nothing to follow.
         let from_config = !matches!(self.source, Source::Seeds(_));
         let config = match self.source {
-            Source::Config(c) => c,
+            Source::Config(c) => *c,
             Source::File(path) => ClusterConfig::load(&path).map_err(Error::Config)?,
             Source::Seeds(addrs) if addrs.is_empty() => {
                 return Err(Error::Config("no seed addresses".into()))
@@ -162,6 +164,11 @@ impl ClientBuilder {
                 Some(secret) => Some(secret),
                 None => config.cluster_secret().map_err(Error::Config)?,
             };
+            // A direct-mode client reaches the nodes as their peers do: over
+            // TLS to their TLS ports when the config asks for it.
+            if let (None, Some(tls)) = (&options.tls, &config.peer_tls) {
+                options.tls = Some(tls.client_config().map_err(Error::Config)?);
+            }
             if options.secret.is_none() && config.zones.len() > 1 {
                 return Err(Error::Config(
                     "a direct-mode client of a multi-zone cluster needs the cluster secret: \

@@ -1,8 +1,10 @@
 //! The cluster's membership as the nodes have it, so a direct-mode client
 //! follows node additions (and removals, and address changes) without a
 //! restart. Nodes answer `stats topology` with one line per node in the
-//! config's order — `STAT node:<id> <zone> <addr> <batch_addr|-> <weight>`
-//! — and a client reads it from one node per zone.
+//! config's order — `STAT node:<id> <zone> <addr> <batch_addr|-> <weight>
+//! <tls_addr|-> <tls_batch_addr|->` (the last two may be missing: a node
+//! from before TLS peer links) — and a client reads it from one node per
+//! zone.
 
 use crate::topology::{NodeAddr, NodeConfig, Topology, ZoneConfig};
 
@@ -15,14 +17,20 @@ pub fn membership_lines(topology: &Topology) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for &z in &topology.arbiter_order {
         let zone = &topology.zones[z];
+        let or_dash =
+            |a: &Option<NodeAddr>| a.as_ref().map_or_else(|| "-".into(), |a| a.to_string());
         for n in &zone.nodes {
-            let batch = n
-                .batch_addr
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            let (batch, tls, tls_batch) = (
+                or_dash(&n.batch_addr),
+                or_dash(&n.tls_addr),
+                or_dash(&n.tls_batch_addr),
+            );
             out.push((
                 format!("node:{}", n.id),
-                format!("{} {} {batch} {}", zone.name, n.addr, n.weight),
+                format!(
+                    "{} {} {batch} {} {tls} {tls_batch}",
+                    zone.name, n.addr, n.weight
+                ),
             ));
         }
     }
@@ -42,18 +50,23 @@ pub fn parse_membership<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         let value = std::str::from_utf8(value.as_ref()).map_err(|e| e.to_string())?;
         let bad = || format!("topology line for {id}: {value:?}");
         let fields: Vec<&str> = value.split(' ').collect();
-        let [zone, addr, batch, weight] = fields[..] else {
-            return Err(bad());
+        let (zone, addr, batch, weight, tls, tls_batch) = match fields[..] {
+            [zone, addr, batch, weight] => (zone, addr, batch, weight, "-", "-"),
+            [zone, addr, batch, weight, tls, tls_batch] => {
+                (zone, addr, batch, weight, tls, tls_batch)
+            }
+            _ => return Err(bad()),
         };
-        let addr = NodeAddr::parse(addr).map_err(|_| bad())?;
-        let batch_addr = match batch {
-            "-" => None,
-            b => Some(NodeAddr::parse(b).map_err(|_| bad())?),
+        let optional = |text: &str| match text {
+            "-" => Ok(None),
+            a => NodeAddr::parse(a).map(Some).map_err(|_| bad()),
         };
         let node = NodeConfig {
             id: id.to_string(),
-            addr,
-            batch_addr,
+            addr: NodeAddr::parse(addr).map_err(|_| bad())?,
+            batch_addr: optional(batch)?,
+            tls_addr: optional(tls)?,
+            tls_batch_addr: optional(tls_batch)?,
             weight: weight.parse().map_err(|_| bad())?,
         };
         match zones.iter_mut().find(|z| z.name == zone) {
@@ -124,6 +137,8 @@ mod tests {
         config.zones[1].nodes[0].batch_addr = None;
         config.zones[2].nodes[1].weight = 3;
         config.zones[2].nodes[0].addr = NodeAddr::parse("cache-c1.zonecache:11211").unwrap();
+        config.zones[0].nodes[1].tls_addr = Some(NodeAddr::parse("127.0.0.1:21443").unwrap());
+        config.zones[0].nodes[1].tls_batch_addr = Some(NodeAddr::parse("127.0.0.1:21444").unwrap());
         let topology = Topology::from_config(config.clone(), Some("c")).unwrap();
         assert_eq!(topology.zones[0].name, "c", "home zone first");
         let lines = membership_lines(&topology);
@@ -142,5 +157,18 @@ mod tests {
         assert!(parse_membership(&short).is_err());
         let weight = [("node:a1", "a 127.0.0.1:1 - heavy")];
         assert!(parse_membership(&weight).is_err());
+        let half_tls = [("node:a1", "a 127.0.0.1:1 - 1 127.0.0.1:2")];
+        assert!(parse_membership(&half_tls).is_err());
+    }
+
+    #[test]
+    fn a_node_from_before_tls_peer_links_is_read() {
+        let old = [("node:a1", "a 127.0.0.1:1 127.0.0.1:2 1")];
+        let zones = parse_membership(&old).unwrap();
+        assert_eq!(zones[0].nodes[0].tls_addr, None);
+        assert_eq!(
+            zones[0].nodes[0].batch_addr,
+            Some(NodeAddr::parse("127.0.0.1:2").unwrap())
+        );
     }
 }

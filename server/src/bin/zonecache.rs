@@ -121,11 +121,15 @@ enum Cmd {
         probe_rate: u32,
     },
     /// Exit 0 when the node is ready for clients (answers, not warming,
-    /// serves reads, not leaving), 1 otherwise: a readiness probe.
+    /// serves reads, not leaving), 1 otherwise: a readiness probe. With
+    /// --config or --secret-file it proves the cluster secret first (a
+    /// node under -Y serves nothing before sign-in).
     Ready {
         /// The node (host:port).
         #[arg(default_value = "127.0.0.1:11211")]
         addr: String,
+        #[command(flatten)]
+        credential: SecretArgs,
     },
     /// Tell a node it is about to stop: its reads go to other zones from
     /// now on; then wait for requests in flight. A preStop hook.
@@ -206,7 +210,7 @@ impl NodesArgs {
             zonecache_server::status::hold_secret(secret);
         }
         if let Some(path) = self.config {
-            return Ok(Source::Config(ClusterConfig::load(&path)?));
+            return Ok(Source::Config(Box::new(ClusterConfig::load(&path)?)));
         }
         let seeds = match self.seeds.is_empty() {
             true => vec!["127.0.0.1:11211".to_string()],
@@ -269,7 +273,18 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Cmd::Ready { addr } => return probe(&addr, zonecache_server::probe::ready),
+        Cmd::Ready { addr, credential } => {
+            let asked = credential.config.is_some() || credential.secret_file.is_some();
+            match credential.secret() {
+                Ok(secret) => zonecache_server::status::hold_secret(secret),
+                Err(e) if asked => {
+                    eprintln!("zonecache: {e}");
+                    return std::process::ExitCode::from(3);
+                }
+                Err(_) => {}
+            }
+            return probe(&addr, zonecache_server::probe::ready);
+        }
         Cmd::Leave {
             addr,
             grace_ms,
@@ -436,6 +451,21 @@ fn local(
         true => Some(zonecache_server::local::make_tls_identity(&dir)?),
         false => None,
     };
+    // After every other port.
+    let tls_port = |i: usize| base_port + ((blocks - 1) * count + i) as u16;
+    if tls {
+        // Peer links (and direct-mode clients of these configs) speak TLS
+        // to the nodes' TLS ports, checking them against the local CA.
+        let all = config.zones.iter_mut().flat_map(|z| z.nodes.iter_mut());
+        for (i, node) in all.enumerate() {
+            node.tls_addr = Some(node.addr.with_port(tls_port(i)));
+        }
+        config.peer_tls = Some(zonecache_client::PeerTls {
+            ca: "ca.pem".into(),
+            cert: Some("node.pem".into()),
+            key: Some("node.key".into()),
+        });
+    }
     // Every node is this same binary running `zonecache node`.
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut state = LocalState {
@@ -465,8 +495,7 @@ fn local(
                 config: path,
                 pid: 0,
                 tls_port: match tls {
-                    // After every other port.
-                    true => base_port + ((blocks - 1) * count + state.nodes.len()) as u16,
+                    true => tls_port(state.nodes.len()),
                     false => 0,
                 },
                 tls_cert: identity.as_ref().map(|(cert, _)| cert.clone()),
@@ -527,8 +556,8 @@ fn local(
     }
     if let Some(first) = state.nodes.first().filter(|n| n.tls_port != 0) {
         println!(
-            "TLS on ports {}..{} (the same store as the plain ports), certificates in {}; \
-             try: openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
+            "TLS on ports {}..{} (the same store as the plain ports; peer links use them too), \
+             certificates in {}; try: openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
             first.tls_port,
             first.tls_port as usize + count - 1,
             dir.display(),

@@ -58,12 +58,17 @@ pub struct ClusterView {
     pub zones: Arc<ZoneIndex>,
     /// What a peer link proves (the config's, re-read on reload).
     pub secret: ClusterSecret,
+    /// The config's `[peer_tls]` this view's peer links speak.
+    peer_tls: Option<topology::PeerTlsLoaded>,
 }
 
 impl ClusterView {
     /// Routing state for `topology`, keeping `previous`'s connections to
     /// nodes that are still there at the same addresses.
     fn new(topology: NodeTopology, previous: Option<&ClusterView>) -> ClusterView {
+        // Connections made under other TLS settings (or files) are not kept.
+        let kept = previous.filter(|p| p.peer_tls == topology.peer_tls);
+        let tls = topology.peer_tls.as_ref().map(|t| t.config.clone());
         let pool = |options: NodeOptions, previous: Option<&RemoteNodes>| {
             let peers = topology.nodes().filter(|n| n.id != topology.me.id);
             RemoteNodes::new(peers, &options, previous)
@@ -73,23 +78,24 @@ impl ClusterView {
                 connections: CONNECTIONS_PER_PEER,
                 max_in_flight: PEER_IN_FLIGHT,
                 secret: Some(topology.secret.clone()),
-                // Peer links prove the cluster secret on the plain ports.
-                tls: None,
+                // Over TLS to the peers' TLS ports when the config has
+                // [peer_tls]; the cluster secret is proved either way.
+                tls: tls.clone(),
                 separate_lanes: true,
                 mark_down: true,
             },
-            previous.map(|p| &p.peers),
+            kept.map(|p| &p.peers),
         );
         let lease_peers = pool(
             NodeOptions {
                 connections: 1,
                 max_in_flight: [8, 1],
                 secret: Some(topology.secret.clone()),
-                tls: None,
+                tls: tls.clone(),
                 separate_lanes: false,
                 mark_down: false,
             },
-            previous.map(|p| &p.lease_peers),
+            kept.map(|p| &p.lease_peers),
         );
         let leases = match previous {
             Some(p) => p.leases.clone(),
@@ -114,12 +120,18 @@ impl ClusterView {
         ClusterView {
             me: topology.me,
             secret: topology.secret,
+            peer_tls: topology.peer_tls,
             zones: ZoneIndex::of(&router.topology),
             router,
             peers,
             lease_peers,
             leases,
         }
+    }
+
+    /// Whether peer links speak TLS (the config has `[peer_tls]`).
+    pub fn speaks_peer_tls(&self) -> bool {
+        self.peer_tls.is_some()
     }
 
     /// Routes a client's command (one the plan does not keep local),

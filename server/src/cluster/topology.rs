@@ -3,9 +3,10 @@
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
 
 pub use zonecache_client::topology::{ClusterConfig, NodeConfig, Overrides, Topology, WritePolicy};
-use zonecache_client::ClusterSecret;
+use zonecache_client::{ClusterSecret, PeerTls};
 
 /// The topology as seen from one node: its zone is the home zone.
 #[derive(Debug, Clone)]
@@ -16,6 +17,25 @@ pub struct NodeTopology {
     pub cluster: Topology,
     /// What peers prove to each other (`credential.rs` in the client).
     pub secret: ClusterSecret,
+    /// The config's `[peer_tls]`, read when the config is.
+    pub peer_tls: Option<PeerTlsLoaded>,
+}
+
+/// The config's `[peer_tls]` as read: its files, a digest of their
+/// contents, and the client configuration peer links speak TLS with. A
+/// reload that finds either changed (a certificate rotated under the same
+/// name) makes new peer links.
+#[derive(Debug, Clone)]
+pub struct PeerTlsLoaded {
+    pub files: PeerTls,
+    digest: u32,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for PeerTlsLoaded {
+    fn eq(&self, other: &PeerTlsLoaded) -> bool {
+        self.files == other.files && self.digest == other.digest
+    }
 }
 
 impl Deref for NodeTopology {
@@ -67,10 +87,23 @@ impl NodeTopology {
              (a file of random text, e.g. `head -c 32 /dev/urandom | base64 > secret`) \
              and give every node the same one",
         )?;
+        let files = config.peer_tls.clone();
+        // The shape is checked first (every node has a tls_addr), then the
+        // files are read.
+        let cluster = Topology::from_config(config, None)?;
+        let peer_tls = match files {
+            Some(files) => Some(PeerTlsLoaded {
+                digest: files.digest(),
+                config: files.client_config()?,
+                files,
+            }),
+            None => None,
+        };
         Ok(NodeTopology {
             me,
-            cluster: Topology::from_config(config, None)?,
+            cluster,
             secret,
+            peer_tls,
         })
     }
 }
@@ -112,6 +145,36 @@ mod tests {
         assert!(NodeTopology::parse(&short)
             .unwrap_err()
             .contains("at least 16"));
+    }
+
+    #[test]
+    fn peer_tls_needs_every_nodes_tls_port_and_readable_files() {
+        let tls = CONFIG.replacen(
+            "[[zones]]",
+            "[peer_tls]\nca = \"/nonexistent/ca.pem\"\n[[zones]]",
+            1,
+        );
+        let err = NodeTopology::parse(&tls).unwrap_err();
+        assert!(err.contains("has no tls_addr"), "{err}");
+        let with_ports = tls
+            .replace(
+                "127.0.0.1:1\"",
+                "127.0.0.1:1\", tls_addr = \"127.0.0.1:11\"",
+            )
+            .replace(
+                "127.0.0.1:3\"",
+                "127.0.0.1:3\", tls_addr = \"127.0.0.1:13\"",
+            )
+            .replace(
+                "127.0.0.1:4\"",
+                "127.0.0.1:4\", tls_addr = \"127.0.0.1:14\"",
+            )
+            .replace("[peer_tls]", "[peer_tls]\ncert = \"/nonexistent/node.pem\"");
+        let err = NodeTopology::parse(&with_ports).unwrap_err();
+        assert!(err.contains("both `cert` and `key`"), "{err}");
+        let err = NodeTopology::parse(&with_ports.replace("cert = \"/nonexistent/node.pem\"", ""))
+            .unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]
