@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod drain;
 pub mod hotkeys;
 pub mod load;
+pub mod pinned;
 pub mod procs;
 pub mod report;
 pub mod roll;

@@ -60,6 +60,31 @@ enum Cmd {
         #[arg(long)]
         tls: bool,
     },
+    /// One worker thread per server pinned to a core, memcaslap (an
+    /// independent load generator) pinned to another; alternating runs.
+    Pinned {
+        /// The core the servers run on.
+        #[arg(long, default_value_t = 1)]
+        server_cpu: usize,
+        /// The core memcaslap runs on.
+        #[arg(long, default_value_t = 0)]
+        load_cpu: usize,
+        /// memcaslap -c: concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// memcaslap -X: value size (bytes).
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        /// memcaslap -t: seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// memcached/zonecached pairs of runs.
+        #[arg(long, default_value_t = 3)]
+        pairs: usize,
+        /// -m of both servers (MiB).
+        #[arg(long, default_value_t = 64)]
+        memory: usize,
+    },
     /// Fill both servers until eviction; items held and RSS.
     Memory {
         #[command(flatten)]
@@ -437,6 +462,26 @@ fn main() -> std::process::ExitCode {
                 false => scenarios::compare(&opts, &cli.out),
             }
         }),
+        Cmd::Pinned {
+            server_cpu,
+            load_cpu,
+            connections,
+            value_size,
+            seconds,
+            pairs,
+            memory,
+        } => zonecache_bench::pinned::pinned(
+            &zonecache_bench::pinned::PinnedOptions {
+                server_cpu,
+                load_cpu,
+                connections,
+                value_size,
+                seconds,
+                pairs: pairs.max(1),
+                memory_mb: memory,
+            },
+            &cli.out,
+        ),
         Cmd::Hotkeys {
             servers,
             workload,

@@ -68,6 +68,11 @@ impl ServerProc {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
     /// CPU seconds (user + system) the server has used.
     pub fn cpu_seconds(&self) -> f64 {
         self.server.cpu_seconds()
