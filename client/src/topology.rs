@@ -11,6 +11,8 @@
 //! read_repair = true               # copy hits from other zones home (default)
 //! batch_deadline_ms = 500          # batch lane calls between nodes
 //! hints_max_bytes = 67108864       # writes kept per unreachable peer
+//! hedge_percent = 5                # realtime reads hedged at most (0: none)
+//! hedge_min_delay_us = 1000        # a hedge waits at least this long
 //!
 //! [[zones]]
 //! name = "a"
@@ -86,6 +88,12 @@ fn default_write_ms() -> u64 {
 }
 fn default_hints_max() -> usize {
     64 << 20
+}
+fn default_hedge_percent() -> u32 {
+    5
+}
+fn default_hedge_min_delay_us() -> u64 {
+    1_000
 }
 
 fn default_batch_ms() -> u64 {
@@ -166,6 +174,15 @@ pub struct ClusterConfig {
     /// treated as cold (flushed) when it is back.
     #[serde(default = "default_hints_max")]
     pub hints_max_bytes: usize,
+    /// The share (percent) of realtime reads to the home zone that may
+    /// also be sent to the next zone when the home owner is slow to answer
+    /// (`route/hedge.rs`); 0 turns hedged reads off.
+    #[serde(default = "default_hedge_percent")]
+    pub hedge_percent: u32,
+    /// The least a read waits for the home owner before it is hedged,
+    /// whatever that owner's learned p99.
+    #[serde(default = "default_hedge_min_delay_us")]
+    pub hedge_min_delay_us: u64,
     /// The cluster secret in the file itself (prefer `secret_file`): the
     /// credential peer links and direct-mode clients prove.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +299,8 @@ impl ClusterConfig {
             read_repair: true,
             batch_deadline_ms: default_batch_ms(),
             hints_max_bytes: default_hints_max(),
+            hedge_percent: default_hedge_percent(),
+            hedge_min_delay_us: default_hedge_min_delay_us(),
             secret: None,
             secret_file: None,
             peer_tls: None,
@@ -371,6 +390,10 @@ pub struct Topology {
     pub batch_deadline: Duration,
     /// Bytes of hints kept per peer.
     pub hints_max_bytes: usize,
+    /// Realtime home-zone reads that may be hedged, in percent (0: none).
+    pub hedge_percent: u32,
+    /// The least a read waits for the home owner before it is hedged.
+    pub hedge_min_delay: Duration,
 }
 
 impl Topology {
@@ -455,6 +478,8 @@ impl Topology {
             write_deadline: Duration::from_millis(config.write_deadline_ms),
             batch_deadline: Duration::from_millis(config.batch_deadline_ms),
             hints_max_bytes: config.hints_max_bytes,
+            hedge_percent: config.hedge_percent.min(100),
+            hedge_min_delay: Duration::from_micros(config.hedge_min_delay_us),
         })
     }
 

@@ -76,6 +76,35 @@ async fn direct_reads_fall_back_when_the_home_owner_hangs_or_dies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reads_to_a_hung_home_owner_are_hedged_to_the_next_zone() {
+    // A long read deadline (2 s): a read well within it was hedged.
+    let cluster = TestCluster::start(2, 1, "all", "read_deadline_ms = 2000");
+    let client = Client::builder_file(cluster.config_path("a1"))
+        .build()
+        .unwrap();
+    client.set("k", "v", StoreOptions::ttl(300)).await.unwrap();
+    // The owner's answers teach the delay a read waits before it is hedged.
+    for _ in 0..zonecache_client::route::HEDGE_WINDOW {
+        client.get("k").await.unwrap();
+    }
+    assert_eq!((client.stats().hedged, client.stats().hedge_wins), (0, 0));
+    cluster.node("a1").server.signal(libc::SIGSTOP);
+    for i in 0..5 {
+        let started = Instant::now();
+        assert_eq!(client.get("k").await.unwrap(), Some(Bytes::from("v")));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "read {i} took {:?}: not hedged",
+            started.elapsed()
+        );
+    }
+    let stats = client.stats();
+    assert_eq!((stats.hedged, stats.hedge_wins), (5, 5));
+    assert_eq!(stats.fallbacks, 5);
+    cluster.node("a1").server.signal(libc::SIGCONT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_many_answers_per_key_when_some_keys_have_no_zone_left() {
     let mut cluster = TestCluster::start(2, 2, "one", "");
     let client = client(&cluster, "a");

@@ -116,13 +116,19 @@ impl Conn {
     /// A `stats` value. Read without the sync marker, which is itself a read
     /// and would show in read counters.
     pub fn stat(&mut self, name: &str) -> u64 {
-        self.send(b"stats\r\n");
+        self.group_stat("", name)
+    }
+
+    /// A value of `stats <group>` (`""`: plain `stats`), read the same way.
+    pub fn group_stat(&mut self, group: &str, name: &str) -> u64 {
+        self.send(format!("stats {group}").trim_end().as_bytes());
+        self.send(b"\r\n");
         let reply = String::from_utf8_lossy(&self.read_until(b"END\r\n")).to_string();
         reply
             .lines()
             .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no stat {name}"))
+            .unwrap_or_else(|| panic!("no {name} in stats {group}"))
     }
 
     /// Sends `bytes` then a sync marker (a meta miss with a unique opaque,

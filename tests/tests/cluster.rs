@@ -109,11 +109,12 @@ fn reads_fall_back_when_the_home_owner_is_killed() {
 
 #[test]
 fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
+    // Unhedged: the next test is about hedged reads.
     let cluster = TestCluster::start(
         2,
         2,
         "one",
-        "read_deadline_ms = 50\nwrite_deadline_ms = 100",
+        "read_deadline_ms = 50\nwrite_deadline_ms = 100\nhedge_percent = 0",
     );
     let key = "profile:7";
     let home_owner = cluster.owner("a", key);
@@ -167,6 +168,41 @@ fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn reads_through_a_front_are_hedged_when_the_home_owner_hangs() {
+    // A long read deadline (2 s): a read well within it was hedged.
+    let cluster = TestCluster::start(3, 2, "all-minus-one", "read_deadline_ms = 2000");
+    let key = "profile:8";
+    let home_owner = cluster.owner("a", key);
+    let front = non_owner(&cluster, "a", key);
+    let mut c = cluster.node(&front).server.connect();
+    assert_eq!(
+        c.request(format!("set {key} 0 0 1\r\nx\r\n").as_bytes()),
+        b"STORED\r\n"
+    );
+    let want = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n").into_bytes();
+    // The owner's answers teach the front the delay before a hedge.
+    for _ in 0..zonecache_client::route::HEDGE_WINDOW {
+        assert_eq!(c.request(format!("get {key}\r\n").as_bytes()), want);
+    }
+    assert_eq!(c.group_stat("zones", "hedged_reads"), 0);
+    cluster.node(&home_owner).server.signal(libc::SIGSTOP);
+    for (i, read) in [format!("get {key}\r\n"), format!("mg {key} v\r\n")]
+        .iter()
+        .enumerate()
+    {
+        let started = Instant::now();
+        let reply = c.request(read.as_bytes());
+        assert!(reply == want || reply == b"VA 1\r\nx\r\n", "{reply:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "read {i} took {took:?}");
+    }
+    assert_eq!(c.group_stat("zones", "hedged_reads"), 2);
+    assert_eq!(c.group_stat("zones", "hedge_wins"), 2);
+    assert_eq!(c.group_stat("zones", "hedges_denied"), 0);
+    cluster.node(&home_owner).server.signal(libc::SIGCONT);
 }
 
 #[test]

@@ -58,14 +58,7 @@ fn held(cluster: &TestCluster, node: &str, key: &str) -> Option<String> {
 fn zone_stat(cluster: &TestCluster, node: &str, name: &str) -> u64 {
     // Not through `request`: its sync marker is a read, which a node
     // lacking a peer's lease refuses.
-    let mut conn = cluster.local(node);
-    conn.send(b"stats zones\r\n");
-    let reply = conn.read_until(b"END\r\n");
-    String::from_utf8_lossy(&reply)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in stats zones"))
+    cluster.local(node).group_stat("zones", name)
 }
 
 /// Sends `request(key)` for every key through one connection to `front`

@@ -105,6 +105,10 @@ pub struct ClientStats {
     pub errors: u64,
     /// Read requests sent (one per owner node asked, per zone).
     pub read_batches: u64,
+    /// Reads also sent to the next zone because the home owner was slow.
+    pub hedged: u64,
+    /// Hedged reads the next zone answered first.
+    pub hedge_wins: u64,
 }
 
 struct Inner {
@@ -213,13 +217,12 @@ impl Client {
     pub fn stats(&self) -> ClientStats {
         let s = &self.inner.stats;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let view = self.inner.views.current();
+        let hedges = &view.router.hedges.stats;
         ClientStats {
             hits: ld(&s.hits),
             misses: ld(&s.misses),
-            fallbacks: self
-                .inner
-                .views
-                .current()
+            fallbacks: view
                 .router
                 .zone_stats
                 .iter()
@@ -230,6 +233,8 @@ impl Client {
             shed: ld(&s.shed),
             errors: ld(&s.errors),
             read_batches: ld(&s.read_batches),
+            hedged: ld(&hedges.sent),
+            hedge_wins: ld(&hedges.won),
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Call {
 struct State {
     items: HashMap<String, HashMap<Bytes, Item>>,
     down: HashSet<String>,
+    /// How long a node takes to answer (a call whose deadline is shorter
+    /// times out, as a hung node's does).
+    slow: HashMap<String, Duration>,
     calls: Vec<Call>,
     next_cas: u64,
 }
@@ -85,6 +88,15 @@ impl MemoryCluster {
         } else {
             s.down.remove(node);
         }
+    }
+
+    /// Makes `node` answer only after `took` (`None`: at once again).
+    pub fn set_slow(&self, node: &str, took: Option<Duration>) {
+        let mut s = self.state();
+        match took {
+            Some(d) => s.slow.insert(node.to_string(), d),
+            None => s.slow.remove(node),
+        };
     }
 
     /// Every call so far, in order; clears the record.
@@ -268,8 +280,19 @@ impl Transport for MemoryCluster {
         node: &NodeConfig,
         cmd: &Command,
         _lane: Lane,
-        _deadline: Duration,
+        deadline: Duration,
     ) -> Result<Response, Error> {
+        let slow = self.state().slow.get(&node.id).copied();
+        if let Some(took) = slow {
+            tokio::time::sleep(took.min(deadline)).await;
+            if took >= deadline {
+                self.state().calls.push(Call {
+                    node: node.id.clone(),
+                    cmd: cmd.clone(),
+                });
+                return Err(Error::Timeout);
+            }
+        }
         self.run(&node.id, cmd)
     }
 }

@@ -17,6 +17,7 @@
 
 mod drain;
 mod fence;
+mod hedge;
 mod hints;
 mod membership;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use crate::topology::{NodeConfig, Topology};
 
 pub use drain::{read_weights, Drains};
 pub use fence::{Fence, Grants, StallCount, ASK_EVERY, FENCE_WAIT, LEASE, SILENT, STOPPED};
+pub use hedge::{HedgeStats, Hedges, BURST as HEDGE_BURST, WINDOW as HEDGE_WINDOW};
 pub use hints::{HintStats, Hints};
 pub use membership::{
     membership_lines, parse_membership, read_membership, same_zones, GROUP as MEMBERSHIP_GROUP,
@@ -120,6 +122,8 @@ pub struct Router {
     pub me: Option<String>,
     /// Zones' drain weights; kept across reloads.
     pub drains: Arc<Drains>,
+    /// Hedged reads' learned delays and budget; kept across reloads.
+    pub hedges: Arc<Hedges>,
 }
 
 impl Router {
@@ -151,6 +155,7 @@ impl Router {
         );
         router.me = previous.me.clone();
         router.drains = previous.drains.clone();
+        router.hedges = previous.hedges.clone();
         // Counters only grow while the zones are the same ones.
         let zones = |r: &Router| -> Vec<String> {
             r.topology.zones.iter().map(|z| z.name.clone()).collect()
@@ -184,6 +189,7 @@ impl Router {
             grants,
             me: None,
             drains: Arc::default(),
+            hedges: Arc::default(),
         }
     }
 

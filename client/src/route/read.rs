@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use zonecache_proto::{Command, Meta, MetaCode, MetaFlags, MetaResponse, Response, Value};
 
+use super::hedge::GroupReply;
 use super::write::set_as_meta;
 use super::{Kind, Router, Transport, ZoneStats};
 use crate::error::Error;
@@ -33,7 +34,7 @@ pub struct Found {
 }
 
 /// A multi-key read's progress across zones.
-struct Search {
+pub(super) struct Search {
     found: Found,
     /// Keys neither found nor known deleted yet.
     missing: Vec<Bytes>,
@@ -41,13 +42,89 @@ struct Search {
     answered: HashSet<Bytes>,
     /// The last error for each key a zone failed to answer.
     errors: HashMap<Bytes, Error>,
+    /// Keys whose search is over though not found: a hedge already asked
+    /// the later zones for them.
+    settled: HashSet<Bytes>,
 }
+
+impl Search {
+    pub(super) fn new(keys: &[Bytes]) -> Search {
+        let mut missing = keys.to_vec();
+        missing.sort();
+        missing.dedup();
+        Search {
+            found: Found::default(),
+            missing,
+            answered: HashSet::new(),
+            errors: HashMap::new(),
+            settled: HashSet::new(),
+        }
+    }
+
+    /// Whether `key` is found or known deleted.
+    pub(super) fn decided(&self, key: &Bytes) -> bool {
+        self.found.values.contains_key(key) || self.found.deleted.contains(key)
+    }
+
+    /// Takes in a hedge's search of the later zones for `group`: what it
+    /// found stands (it answered first), and none of `group` goes on to
+    /// those zones again.
+    fn absorb(&mut self, group: &[Bytes], hedge: Search) {
+        for (k, v) in hedge.found.values {
+            if !self.decided(&k) {
+                self.found.values.insert(k, v);
+            }
+        }
+        for k in hedge.found.deleted {
+            if !self.decided(&k) {
+                self.found.deleted.insert(k);
+            }
+        }
+        self.found.zones_tried += hedge.found.zones_tried;
+        self.answered.extend(hedge.answered);
+        self.errors.extend(hedge.errors);
+        self.settled.extend(group.iter().cloned());
+    }
+
+    /// The result: keys nobody answered for carry their last error.
+    fn finish(self) -> Found {
+        let Search {
+            mut found,
+            answered,
+            errors,
+            ..
+        } = self;
+        found.unanswered = errors
+            .into_iter()
+            .filter(|(k, _)| {
+                !found.values.contains_key(k) && !found.deleted.contains(k) && !answered.contains(k)
+            })
+            .collect();
+        found
+    }
+}
+
+/// What a search of the zones for an `mg`'s key found.
+#[derive(Default)]
+pub(super) struct MetaSearch {
+    /// The reply of the zone holding the key.
+    pub(super) hit: Option<Result<Response, Error>>,
+    /// A zone knows the key was deleted.
+    pub(super) deleted: bool,
+    /// Some zone answered.
+    pub(super) answered: bool,
+    /// The last error of a zone that did not.
+    pub(super) error: Option<Error>,
+}
+
+pub(super) type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 impl Router {
     /// Multi-key read: keys grouped by owner, one request per owner; only
     /// the keys still missing go to the next zone, again grouped. A zone's
     /// drained share of the keys (`drain.rs`) skips it, and is asked there
-    /// last only for keys no other zone answered for.
+    /// last only for keys no other zone answered for. A realtime read the
+    /// home owner is slow to answer is hedged (`hedge.rs`).
     pub async fn multi_get<T: Transport>(
         &self,
         t: &T,
@@ -55,49 +132,47 @@ impl Router {
         touch: Option<i32>,
         lane: Lane,
     ) -> Found {
-        let mut search = Search {
-            found: Found::default(),
-            missing: keys.to_vec(),
-            answered: HashSet::new(),
-            errors: HashMap::new(),
-        };
-        search.missing.sort();
-        search.missing.dedup();
-        let mut drained: Vec<(usize, Vec<Bytes>)> = Vec::new();
-        for (zi, zone) in self.topology.zones.iter().enumerate() {
-            if search.missing.is_empty() {
-                break;
+        let mut search = Search::new(keys);
+        self.search_from(t, 0, touch, lane, &mut search).await;
+        search.finish()
+    }
+
+    /// Searches zones `first..` for `search`'s missing keys, in order, the
+    /// drained zones' shares last. (Boxed: a hedge searches too, so the
+    /// future would contain itself.)
+    pub(super) fn search_from<'a, T: Transport>(
+        &'a self,
+        t: &'a T,
+        first: usize,
+        touch: Option<i32>,
+        lane: Lane,
+        search: &'a mut Search,
+    ) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            let mut drained: Vec<(usize, Vec<Bytes>)> = Vec::new();
+            for (zi, zone) in self.topology.zones.iter().enumerate().skip(first) {
+                if search.missing.is_empty() {
+                    break;
+                }
+                let (skip, ask): (Vec<Bytes>, Vec<Bytes>) = search
+                    .missing
+                    .iter()
+                    .cloned()
+                    .partition(|k| self.drains.skips(&zone.name, k));
+                if !skip.is_empty() {
+                    drained.push((zi, skip));
+                }
+                self.search_zone(t, zi, ask, touch, lane, search).await;
             }
-            let (skip, ask): (Vec<Bytes>, Vec<Bytes>) = search
-                .missing
-                .iter()
-                .cloned()
-                .partition(|k| self.drains.skips(&zone.name, k));
-            if !skip.is_empty() {
-                drained.push((zi, skip));
+            // Last resort: the drained zones, for keys nobody answered for.
+            for (zi, keys) in drained {
+                let keys: Vec<Bytes> = keys
+                    .into_iter()
+                    .filter(|k| search.missing.contains(k) && !search.answered.contains(k))
+                    .collect();
+                self.search_zone(t, zi, keys, touch, lane, search).await;
             }
-            self.search_zone(t, zi, ask, touch, lane, &mut search).await;
-        }
-        // Last resort: the drained zones, for keys nobody answered for.
-        for (zi, keys) in drained {
-            let keys: Vec<Bytes> = keys
-                .into_iter()
-                .filter(|k| search.missing.contains(k) && !search.answered.contains(k))
-                .collect();
-            self.search_zone(t, zi, keys, touch, lane, &mut search)
-                .await;
-        }
-        let Search {
-            mut found,
-            missing,
-            answered,
-            errors,
-        } = search;
-        found.unanswered = errors
-            .into_iter()
-            .filter(|(k, _)| missing.contains(k) && !answered.contains(k))
-            .collect();
-        found
+        })
     }
 
     /// Asks zone `zi` for `keys` (one request per owner) and records what
@@ -128,20 +203,38 @@ impl Router {
         }
         let calls = groups.into_values().map(|(node, group)| {
             let cmd = read_command(group.clone(), touch, versioned);
-            async move { (group, self.read_call(t, node, &cmd, lane).await) }
+            async move {
+                let reply = match self.hedges_reads_of(zi, node, lane) {
+                    true => self.hedged_call(t, zi, node, cmd, &group, touch).await,
+                    false => GroupReply {
+                        owner: Some(self.read_call(t, node, &cmd, lane).await),
+                        hedge: None,
+                    },
+                };
+                (group, reply)
+            }
         });
         for (group, reply) in join_all(calls).await {
-            let (values, deleted) = match reply {
-                Ok(r) => versioned_parts(r),
-                Err(e) => {
-                    search
-                        .errors
-                        .extend(group.into_iter().map(|k| (k, e.clone())));
+            if let Some(hedge) = reply.hedge {
+                search.absorb(&group, hedge);
+            }
+            let (values, deleted) = match reply.owner {
+                Some(Ok(r)) => versioned_parts(r),
+                Some(Err(e)) => {
+                    if !search.settled.contains(&group[0]) {
+                        search
+                            .errors
+                            .extend(group.into_iter().map(|k| (k, e.clone())));
+                    }
                     continue;
                 }
+                None => continue,
             };
             search.answered.extend(group);
             for v in values {
+                if search.decided(&v.key) {
+                    continue; // a hedge answered it first
+                }
                 if zi > 0 {
                     self.fallback_hit(t, zi, &v.key, lane);
                 }
@@ -150,18 +243,26 @@ impl Router {
             // A zone that knows the key was deleted ends its search: any
             // copy further on is older or, at best, a miss is honest.
             for (key, _) in deleted {
-                search.found.deleted.insert(key);
+                if !search.decided(&key) {
+                    search.found.deleted.insert(key);
+                }
             }
         }
-        let found = &search.found;
-        search
-            .missing
-            .retain(|k| !found.values.contains_key(k) && !found.deleted.contains(k));
+        let Search {
+            found,
+            missing,
+            settled,
+            ..
+        } = search;
+        missing.retain(|k| {
+            !found.values.contains_key(k) && !found.deleted.contains(k) && !settled.contains(k)
+        });
     }
 
     /// A single-key meta read (`mg`): the home owner first; on a miss the
     /// zones are searched as a multi-key read searches them, and the
-    /// request goes to the zone holding the newest copy.
+    /// request goes to the zone holding the newest copy. A realtime read
+    /// the home owner is slow to answer is hedged (`hedge.rs`).
     pub async fn meta_read<T: Transport>(
         &self,
         t: &T,
@@ -169,17 +270,22 @@ impl Router {
         cmd: &Command,
         lane: Lane,
     ) -> Result<Response, Error> {
-        let deadline = self.deadline(lane, Kind::Read);
         let zones = &self.topology.zones;
         let home = zones[0].owner(key);
         // A zone whose share of reads holds this key is skipped (`drain.rs`);
         // the home zone is still asked last when no other zone answered.
-        let drained = |zi: usize| zones.len() > 1 && self.drains.skips(&zones[zi].name, key);
-        let first = match drained(0) {
+        let drained = zones.len() > 1 && self.drains.skips(&zones[0].name, key);
+        let first = match drained {
             true => Err(Error::Connection(format!(
                 "zone {} is drained",
                 zones[0].name
             ))),
+            false if self.hedges_reads_of(0, home, lane) => {
+                match self.hedged_meta_read(t, home, key, cmd).await {
+                    Ok(settled) => return settled,
+                    Err(first) => first,
+                }
+            }
             false => self.read_call(t, home, cmd, lane).await,
         };
         let hit = matches!(&first, Ok(Response::Meta(m)) if m.code != MetaCode::Miss);
@@ -188,23 +294,47 @@ impl Router {
         }
         // Which zone has it, unless a zone that knows of a delete ends the
         // search first (home's own answer included: `mg` hides tombstones).
-        let mut answered = first.is_ok();
-        let mut error = first.as_ref().err().cloned();
-        for (zi, zone) in zones.iter().enumerate() {
+        let search = self.meta_search(t, key, cmd, lane, 0).await;
+        if let Some(reply) = search.hit {
+            return reply;
+        }
+        match (first, search.answered) {
+            (Ok(home_miss), _) => Ok(home_miss),
+            (Err(_), true) => Ok(miss_reply(cmd)),
+            (Err(_), false) if drained => self.read_call(t, home, cmd, lane).await,
+            (Err(e), false) => Err(search.error.unwrap_or(e)),
+        }
+    }
+
+    /// Searches zones `from..` for the zone holding `key` and runs `cmd`
+    /// there; a zone that knows of a delete ends the search.
+    pub(super) async fn meta_search<T: Transport>(
+        &self,
+        t: &T,
+        key: &Bytes,
+        cmd: &Command,
+        lane: Lane,
+        from: usize,
+    ) -> MetaSearch {
+        let deadline = self.deadline(lane, Kind::Read);
+        let zones = &self.topology.zones;
+        let mut search = MetaSearch::default();
+        for (zi, zone) in zones.iter().enumerate().skip(from) {
             let node = zone.owner(key);
-            if self.hints.is_behind(node) || drained(zi) {
+            if self.hints.is_behind(node) || self.drains.skips(&zone.name, key) {
                 continue;
             }
             let probe = read_command(vec![key.clone()], None, true);
             let (values, deleted) = match t.call(node, &probe, lane, deadline).await {
                 Ok(r) => versioned_parts(r),
                 Err(e) => {
-                    error = Some(e);
+                    search.error = Some(e);
                     continue;
                 }
             };
-            answered = true;
+            search.answered = true;
             if !deleted.is_empty() {
+                search.deleted = true;
                 break;
             }
             if values.is_empty() {
@@ -215,16 +345,11 @@ impl Router {
                 if zi > 0 {
                     self.fallback_hit(t, zi, key, lane);
                 }
-                return reply;
+                search.hit = Some(reply);
             }
             break;
         }
-        match (first, answered) {
-            (Ok(home_miss), _) => Ok(home_miss),
-            (Err(_), true) => Ok(miss_reply(cmd)),
-            (Err(_), false) if drained(0) => self.read_call(t, home, cmd, lane).await,
-            (Err(e), false) => Err(error.unwrap_or(e)),
-        }
+        search
     }
 
     /// A read call to `node`, unless the node missed this router's writes:
@@ -363,7 +488,7 @@ fn versioned_parts(reply: Response) -> (Vec<Value>, Vec<(Bytes, u64)>) {
 }
 
 /// What a miss of `mg` looks like to the client that sent it.
-fn miss_reply(cmd: &Command) -> Response {
+pub(super) fn miss_reply(cmd: &Command) -> Response {
     let Command::MetaGet(meta) = cmd else {
         return Response::Values(Vec::new());
     };

@@ -406,3 +406,187 @@ async fn a_store_rejected_as_too_large_drops_the_old_value_in_every_zone() {
         assert!(left.is_some_and(|i| i.deleted), "zone {zone}: a tombstone");
     }
 }
+
+/// The time a realtime `get` of `key` took, and what it found.
+async fn timed_get(r: &Router, m: &MemoryCluster, key: &str) -> (Duration, Vec<(String, String)>) {
+    let started = tokio::time::Instant::now();
+    let found = values(r.run(m, get(&[key]), Lane::Realtime).await);
+    (started.elapsed(), found)
+}
+
+fn hedge_counts(r: &Router) -> (u64, u64, u64) {
+    let s = &r.hedges.stats;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    (ld(&s.sent), ld(&s.won), ld(&s.denied))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_home_owner_is_hedged_to_the_next_zone_without_waiting_its_deadline() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let home = owner(&r, "a", "k");
+    m.put(&home, "k", "from a");
+    m.put(&owner(&r, "c", "k"), "k", "from c");
+    m.set_slow(&home, Some(Duration::from_secs(10)));
+    let (took, found) = timed_get(&r, &m, "k").await;
+    assert_eq!(found, [("k".to_string(), "from c".to_string())]);
+    // No answers learned from the owner yet: a quarter of the deadline.
+    assert_eq!(took, r.topology.read_deadline / 4);
+    assert_eq!(hedge_counts(&r), (1, 1, 0));
+    // The owner's call still runs out its deadline (so a hung node is
+    // marked down); the hedge asked zone c only, which had the key (and
+    // read repair read it there again).
+    tokio::time::sleep(r.topology.read_deadline).await;
+    let asked: Vec<String> = m.take_calls().into_iter().map(|c| c.node).collect();
+    let c = owner(&r, "c", "k");
+    assert_eq!(asked, [c.clone(), c, home]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_the_owners_learned_p99_and_a_miss_waits_for_the_owner() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let home = owner(&r, "a", "k");
+    // Another key of the same owner, found nowhere else.
+    let j = (0..)
+        .map(|i| format!("j{i}"))
+        .find(|j| owner(&r, "a", j) == home)
+        .unwrap();
+    m.put(&home, "k", "from a");
+    m.put(&home, &j, "from a");
+    m.put(&owner(&r, "c", "k"), "k", "from c");
+    // A window of answers in 3 ms: the learned delay.
+    m.set_slow(&home, Some(Duration::from_millis(3)));
+    for _ in 0..super::hedge::WINDOW {
+        assert_eq!(timed_get(&r, &m, "k").await.0, Duration::from_millis(3));
+    }
+    assert_eq!(hedge_counts(&r), (0, 0, 0));
+    m.set_slow(&home, Some(Duration::from_secs(10)));
+    let (took, found) = timed_get(&r, &m, "k").await;
+    assert_eq!(found, [("k".to_string(), "from c".to_string())]);
+    assert_eq!(took, Duration::from_millis(3));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    m.take_calls();
+    // The owner slows to 8 ms: the hedge goes out at 3 ms, finds nothing
+    // in zones c and b, and the owner's answer (within its deadline) wins.
+    m.set_slow(&home, Some(Duration::from_millis(8)));
+    let (took, found) = timed_get(&r, &m, &j).await;
+    assert_eq!(found, [(j.clone(), "from a".to_string())]);
+    assert_eq!(took, Duration::from_millis(8));
+    assert_eq!(hedge_counts(&r), (2, 1, 0));
+    let mut asked: Vec<String> = m.take_calls().into_iter().map(|c| c.node).collect();
+    asked.sort();
+    let mut expected = vec![home, owner(&r, "b", &j), owner(&r, "c", &j)];
+    expected.sort();
+    assert_eq!(asked, expected, "each zone asked once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tombstone_found_by_a_hedge_ends_the_read() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    for zone in ["a", "b", "c"] {
+        m.put(&owner(&r, zone, "k"), "k", "old");
+    }
+    let home = owner(&r, "a", "k");
+    let delete = Command::Delete {
+        key: Bytes::from_static(b"k"),
+        noreply: false,
+    };
+    m.set_down(&home, true);
+    assert_eq!(
+        r.run(&m, delete, Lane::Realtime).await,
+        Ok(Response::Deleted)
+    );
+    // The home owner is back with its old copy (its hint lost, as if another
+    // front had sent the delete) but hangs; the hedge finds the tombstone.
+    m.set_down(&home, false);
+    m.set_slow(&home, Some(Duration::from_secs(10)));
+    let other_front = router(WritePolicy::AllMinusOne);
+    let (took, found) = timed_get(&other_front, &m, "k").await;
+    assert!(found.is_empty(), "{found:?}");
+    assert!(took < other_front.topology.read_deadline);
+    assert_eq!(hedge_counts(&other_front), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_off_spent_or_on_the_batch_lane_waits_the_deadline() {
+    let text = r#"
+        hedge_percent = 0
+        [[zones]]
+        name = "a"
+        nodes = [{ id = "a1", addr = "127.0.0.1:1" }]
+        [[zones]]
+        name = "b"
+        nodes = [{ id = "b1", addr = "127.0.0.1:3" }]
+    "#;
+    let config = ClusterConfig::parse(text).unwrap();
+    let off = Router::new(
+        Topology::from_config(config, Some("a")).unwrap(),
+        7,
+        Box::new(|| 0),
+    );
+    let m = MemoryCluster::default();
+    m.put("b1", "k", "from b");
+    m.set_slow("a1", Some(Duration::from_secs(10)));
+    let (took, found) = timed_get(&off, &m, "k").await;
+    assert_eq!(found, [("k".to_string(), "from b".to_string())]);
+    assert_eq!(took, off.topology.read_deadline);
+    assert_eq!(hedge_counts(&off), (0, 0, 0));
+
+    let r = router(WritePolicy::AllMinusOne);
+    let home = owner(&r, "a", "k");
+    m.put(&owner(&r, "c", "k"), "k", "from c");
+    m.set_slow(&home, Some(Duration::from_secs(10)));
+    let started = tokio::time::Instant::now();
+    values(r.run(&m, get(&["k"]), Lane::Batch).await);
+    assert_eq!(started.elapsed(), r.topology.batch_deadline);
+    // The budget: a burst, then nothing until reads earn more.
+    for _ in 0..super::hedge::BURST {
+        assert!(timed_get(&r, &m, "k").await.0 < r.topology.read_deadline);
+    }
+    let (took, _) = timed_get(&r, &m, "k").await;
+    assert_eq!(took, r.topology.read_deadline);
+    assert_eq!(
+        hedge_counts(&r),
+        (super::hedge::BURST, super::hedge::BURST, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_meta_read_is_hedged_too() {
+    let (r, m) = (router(WritePolicy::AllMinusOne), MemoryCluster::default());
+    let home = owner(&r, "a", "k");
+    m.put(&home, "k", "from a");
+    m.put(&owner(&r, "b", "k"), "k", "from b");
+    m.set_slow(&home, Some(Duration::from_secs(10)));
+    let mut flags = zonecache_proto::MetaFlags::default();
+    flags.set(b'v', Bytes::new()).unwrap();
+    let mg = Command::MetaGet(zonecache_proto::Meta {
+        key: Bytes::from_static(b"k"),
+        flags,
+    });
+    let started = tokio::time::Instant::now();
+    let reply = r.run(&m, mg.clone(), Lane::Realtime).await.unwrap();
+    assert_eq!(started.elapsed(), r.topology.read_deadline / 4);
+    assert!(
+        matches!(&reply, Response::Meta(m) if m.value.as_deref() == Some(&b"from b"[..])),
+        "{reply:?}"
+    );
+    assert_eq!(hedge_counts(&r), (1, 1, 0));
+    // Slow but answering within its deadline, with the only copy: the
+    // hedge finds nothing and the owner's answer is served.
+    m.set_slow(&home, Some(Duration::from_millis(12)));
+    m.put(&home, "j", "from a");
+    let mg_j = Command::MetaGet(zonecache_proto::Meta {
+        key: Bytes::from_static(b"j"),
+        ..match mg {
+            Command::MetaGet(meta) => meta,
+            _ => unreachable!(),
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let reply = r.run(&m, mg_j, Lane::Realtime).await.unwrap();
+    assert!(
+        matches!(&reply, Response::Meta(m) if m.value.as_deref() == Some(&b"from a"[..])),
+        "{reply:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(12));
+}

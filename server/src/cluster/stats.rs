@@ -111,6 +111,9 @@ impl ClusterView {
             ("hints_replayed", &h.replayed),
             ("hints_dropped", &h.dropped),
             ("hints_cold_flushes", &h.cold_flushes),
+            ("hedged_reads", &self.router.hedges.stats.sent),
+            ("hedge_wins", &self.router.hedges.stats.won),
+            ("hedges_denied", &self.router.hedges.stats.denied),
         ] {
             out.push((name.to_string(), load(value).to_string()));
         }

@@ -102,6 +102,21 @@ pub fn add_zones(f: &mut Families, zones: &Lines) {
             "Peers flushed on return because their hints overflowed.",
         ),
         (
+            "hedged_reads",
+            "zonecache_hedged_reads_total",
+            "Realtime reads also sent to the next zone because the home owner was slow to answer.",
+        ),
+        (
+            "hedge_wins",
+            "zonecache_hedge_wins_total",
+            "Hedged reads the next zone answered before the home owner.",
+        ),
+        (
+            "hedges_denied",
+            "zonecache_hedges_denied_total",
+            "Reads not hedged because the hedge budget (hedge_percent) was spent.",
+        ),
+        (
             "lease_cold_flushes",
             "zonecache_lease_cold_flushes_total",
             "Times this node flushed itself having missed writes it could not get back.",
