@@ -93,6 +93,11 @@ enum Cmd {
         key_size: usize,
         #[arg(long, default_value_t = 64)]
         value_size: usize,
+        /// Set exactly this many distinct keys (e.g. 2000000: steady churn
+        /// at 4.5× what -m 64 holds) instead of filling until the first
+        /// eviction + 10 %.
+        #[arg(long)]
+        sets: Option<u64>,
     },
     /// The hot-key sketch: throughput with and without it (memcached
     /// beside), and its top 10 against the workload's true top 10. The
@@ -632,11 +637,13 @@ fn main() -> std::process::ExitCode {
             servers,
             key_size,
             value_size,
+            sets,
         } => scenarios::memory(
             &MemoryOptions {
                 servers: servers.settings(),
                 key_size,
                 value_size,
+                sets,
             },
             &cli.out,
         ),

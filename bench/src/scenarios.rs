@@ -518,6 +518,9 @@ pub struct MemoryOptions {
     pub servers: ServerSettings,
     pub key_size: usize,
     pub value_size: usize,
+    /// Set exactly this many distinct keys (steady churn once the cache is
+    /// full) instead of filling until the first eviction + 10 %.
+    pub sets: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -532,10 +535,13 @@ struct MemoryResult {
 }
 
 /// Fills a server with sequential keys until it evicts, then 10 % more.
-fn fill_until_eviction(
+/// Sets distinct keys until the first eviction and 10 % more, or exactly
+/// `sets` of them.
+fn fill(
     server: &ServerProc,
     key_size: usize,
     value_size: usize,
+    sets: Option<u64>,
 ) -> Result<(), String> {
     let mut s = connect(server.addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))
@@ -546,11 +552,18 @@ fn fill_until_eviction(
     let mut extra_batches: Option<u64> = None;
     loop {
         let mut buf = BytesMut::with_capacity(batch as usize * (key_size + value_size + 40));
-        for i in next..next + batch {
+        let end = sets.map_or(next + batch, |sets| sets.min(next + batch));
+        for i in next..end {
             noreply_set(key_name(i, key_size), data.clone(), 0).encode(&mut buf);
         }
         next += batch;
         send_and_sync(&mut s, buf)?;
+        if let Some(sets) = sets {
+            if next >= sets {
+                return Ok(());
+            }
+            continue;
+        }
         match extra_batches {
             None if server.stat("evictions") > 0 => {
                 extra_batches = Some((next / batch / 10).max(1))
@@ -575,7 +588,7 @@ pub fn memory(opts: &MemoryOptions, out_dir: &Path) -> Result<(), String> {
             opts.key_size,
             opts.value_size
         );
-        fill_until_eviction(&server, opts.key_size, opts.value_size)?;
+        fill(&server, opts.key_size, opts.value_size, opts.sets)?;
         std::thread::sleep(Duration::from_millis(300));
         let items = server.stat("curr_items");
         let rss = server.rss_bytes();
@@ -620,8 +633,12 @@ pub fn memory(opts: &MemoryOptions, out_dir: &Path) -> Result<(), String> {
             format!("{:.2}", y / x.max(1e-9)),
         ]);
     }
+    let filled = match opts.sets {
+        Some(n) => format!("{n} sets of distinct keys"),
+        None => "filled until eviction + 10 %".into(),
+    };
     println!(
-        "\nmemory: -m {} -t {}, {}-byte keys, {}-byte values, filled until eviction + 10 %",
+        "\nmemory: -m {} -t {}, {}-byte keys, {}-byte values, {filled}",
         opts.servers.memory_mb, opts.servers.threads, opts.key_size, opts.value_size
     );
     table.print();
