@@ -243,6 +243,10 @@ enum Cmd {
         keys: u64,
         #[arg(long, default_value_t = 0.99)]
         skew: f64,
+        /// Share (0 to 1) of requests for keys asked for once only, as in
+        /// Twitter's cache traces (e.g. 0.3).
+        #[arg(long, default_value_t = 0.0)]
+        one_hit: f64,
         #[arg(long, default_value_t = 3_000_000)]
         requests: u64,
         #[arg(long, default_value_t = 100)]
@@ -651,6 +655,7 @@ fn main() -> std::process::ExitCode {
             servers,
             keys,
             skew,
+            one_hit,
             requests,
             value_size,
             seed,
@@ -659,6 +664,7 @@ fn main() -> std::process::ExitCode {
                 servers: servers.settings(),
                 keys,
                 skew,
+                one_hit: one_hit.clamp(0.0, 1.0),
                 requests,
                 value_size,
                 seed,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use zonecache_proto::{Command, Store, StoreMode};
 
@@ -674,6 +674,9 @@ pub struct HitRatioOptions {
     pub servers: ServerSettings,
     pub keys: u64,
     pub skew: f64,
+    /// The share of requests for keys asked for once only (one-hit
+    /// wonders, a large share in Twitter's cache traces).
+    pub one_hit: f64,
     pub requests: u64,
     pub value_size: usize,
     pub seed: u64,
@@ -689,6 +692,7 @@ fn replay(server: &ServerProc, opts: &HitRatioOptions) -> Result<(u64, u64), Str
     let mut rng = SmallRng::seed_from_u64(opts.seed);
     let data = bytes::Bytes::from(vec![b'h'; opts.value_size]);
     let (mut hits, mut gets) = (0u64, 0u64);
+    let mut once = opts.keys;
     let batch = 100;
     let mut inbuf = BytesMut::with_capacity(1 << 20);
     let mut done = 0;
@@ -696,7 +700,13 @@ fn replay(server: &ServerProc, opts: &HitRatioOptions) -> Result<(u64, u64), Str
     let warm = opts.requests / 5;
     while done < opts.requests {
         let keys: Vec<_> = (0..batch)
-            .map(|_| key_name(sampler.sample(&mut rng), 16))
+            .map(|_| match rng.gen_bool(opts.one_hit) {
+                true => {
+                    once += 1;
+                    key_name(once, 16)
+                }
+                false => key_name(sampler.sample(&mut rng), 16),
+            })
             .collect();
         let mut out = BytesMut::new();
         for k in &keys {
@@ -761,8 +771,13 @@ pub fn hitratio(opts: &HitRatioOptions, out_dir: &Path) -> Result<(), String> {
         ));
     }
     println!(
-        "\nhitratio: Zipf({}) over {} keys, {}-byte values, {} requests (first 20 % warm-up), -m {}",
-        opts.skew, opts.keys, opts.value_size, opts.requests, opts.servers.memory_mb
+        "\nhitratio: Zipf({}) over {} keys, {} % one-hit wonders, {}-byte values, {} requests (first 20 % warm-up), -m {}",
+        opts.skew,
+        opts.keys,
+        opts.one_hit * 100.0,
+        opts.value_size,
+        opts.requests,
+        opts.servers.memory_mb
     );
     let mut table = Table::new(&[
         "server",
