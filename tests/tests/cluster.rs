@@ -107,6 +107,21 @@ fn reads_fall_back_when_the_home_owner_is_killed() {
     }
 }
 
+/// `key` set to `x` through a front (a node of zone a that does not own
+/// it): the key's home owner, a connection to the front, and the `get`
+/// reply that finds the value.
+fn stored_through_a_front(cluster: &TestCluster, key: &str) -> (String, Conn, Vec<u8>) {
+    let home_owner = cluster.owner("a", key);
+    let front = non_owner(cluster, "a", key);
+    let mut c = cluster.node(&front).server.connect();
+    assert_eq!(
+        c.request(format!("set {key} 0 0 1\r\nx\r\n").as_bytes()),
+        b"STORED\r\n"
+    );
+    let want = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n").into_bytes();
+    (home_owner, c, want)
+}
+
 #[test]
 fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
     // Unhedged: the next test is about hedged reads.
@@ -117,14 +132,7 @@ fn a_hung_home_owner_costs_one_deadline_then_is_skipped() {
         "read_deadline_ms = 50\nwrite_deadline_ms = 100\nhedge_percent = 0",
     );
     let key = "profile:7";
-    let home_owner = cluster.owner("a", key);
-    let front = non_owner(&cluster, "a", key);
-    let mut c = cluster.node(&front).server.connect();
-    assert_eq!(
-        c.request(format!("set {key} 0 0 1\r\nx\r\n").as_bytes()),
-        b"STORED\r\n"
-    );
-    let want = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n").into_bytes();
+    let (home_owner, mut c, want) = stored_through_a_front(&cluster, key);
     cluster.node(&home_owner).server.signal(libc::SIGSTOP);
     let mut slowest_after_markdown = Duration::ZERO;
     for i in 0..10 {
@@ -175,14 +183,7 @@ fn reads_through_a_front_are_hedged_when_the_home_owner_hangs() {
     // A long read deadline (2 s): a read well within it was hedged.
     let cluster = TestCluster::start(3, 2, "all-minus-one", "read_deadline_ms = 2000");
     let key = "profile:8";
-    let home_owner = cluster.owner("a", key);
-    let front = non_owner(&cluster, "a", key);
-    let mut c = cluster.node(&front).server.connect();
-    assert_eq!(
-        c.request(format!("set {key} 0 0 1\r\nx\r\n").as_bytes()),
-        b"STORED\r\n"
-    );
-    let want = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n").into_bytes();
+    let (home_owner, mut c, want) = stored_through_a_front(&cluster, key);
     // The owner's answers teach the front the delay before a hedge.
     for _ in 0..zonecache_client::route::HEDGE_WINDOW {
         assert_eq!(c.request(format!("get {key}\r\n").as_bytes()), want);

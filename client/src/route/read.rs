@@ -215,20 +215,21 @@ impl Router {
             }
         });
         for (group, reply) in join_all(calls).await {
+            let hedged = reply.hedge.is_some();
             if let Some(hedge) = reply.hedge {
                 search.absorb(&group, hedge);
             }
             let (values, deleted) = match reply.owner {
                 Some(Ok(r)) => versioned_parts(r),
-                Some(Err(e)) => {
-                    if !search.settled.contains(&group[0]) {
-                        search
-                            .errors
-                            .extend(group.into_iter().map(|k| (k, e.clone())));
-                    }
+                Some(Err(e)) if !hedged => {
+                    search
+                        .errors
+                        .extend(group.into_iter().map(|k| (k, e.clone())));
                     continue;
                 }
-                None => continue,
+                // A hedge searched the later zones for these keys: what it
+                // found, or failed to reach, stands.
+                Some(Err(_)) | None => continue,
             };
             search.answered.extend(group);
             for v in values {
