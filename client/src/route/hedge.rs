@@ -180,12 +180,11 @@ impl Router {
 
     /// Reads `group` from `node`, the home owner; when it has not answered
     /// within its learned delay (and the budget allows), also searches the
-    /// later zones for the group. The first answer that settles a key wins;
+    /// other zones for the group. The first answer that settles a key wins;
     /// keys the hedge did not find wait for the owner (within its deadline).
     pub(super) async fn hedged_call<T: Transport>(
         &self,
         t: &T,
-        zi: usize,
         node: &NodeConfig,
         cmd: Command,
         group: &[Bytes],
@@ -208,7 +207,7 @@ impl Router {
         }
         let hedge: Boxed<'_, Search> = Box::pin(async move {
             let mut search = Search::new(group);
-            self.search_from(t, zi + 1, touch, lane, &mut search).await;
+            self.search_from(t, 1, touch, lane, &mut search).await;
             search
         });
         match futures::future::select(owner_call, hedge).await {

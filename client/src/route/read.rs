@@ -205,7 +205,7 @@ impl Router {
             let cmd = read_command(group.clone(), touch, versioned);
             async move {
                 let reply = match self.hedges_reads_of(zi, node, lane) {
-                    true => self.hedged_call(t, zi, node, cmd, &group, touch).await,
+                    true => self.hedged_call(t, node, cmd, &group, touch).await,
                     false => GroupReply {
                         owner: Some(self.read_call(t, node, &cmd, lane).await),
                         hedge: None,
