@@ -557,14 +557,16 @@ async fn a_meta_read_is_hedged_too() {
     m.put(&home, "k", "from a");
     m.put(&owner(&r, "b", "k"), "k", "from b");
     m.set_slow(&home, Some(Duration::from_secs(10)));
-    let mut flags = zonecache_proto::MetaFlags::default();
-    flags.set(b'v', Bytes::new()).unwrap();
-    let mg = Command::MetaGet(zonecache_proto::Meta {
-        key: Bytes::from_static(b"k"),
-        flags,
-    });
+    let mg_v = |key: &'static [u8]| {
+        let mut flags = zonecache_proto::MetaFlags::default();
+        flags.set(b'v', Bytes::new()).unwrap();
+        Command::MetaGet(zonecache_proto::Meta {
+            key: Bytes::from_static(key),
+            flags,
+        })
+    };
     let started = tokio::time::Instant::now();
-    let reply = r.run(&m, mg.clone(), Lane::Realtime).await.unwrap();
+    let reply = r.run(&m, mg_v(b"k"), Lane::Realtime).await.unwrap();
     assert_eq!(started.elapsed(), r.topology.read_deadline / 4);
     assert!(
         matches!(&reply, Response::Meta(m) if m.value.as_deref() == Some(&b"from b"[..])),
@@ -574,16 +576,10 @@ async fn a_meta_read_is_hedged_too() {
     // Slow but answering within its deadline, with the only copy: the
     // hedge finds nothing and the owner's answer is served.
     m.set_slow(&home, Some(Duration::from_millis(12)));
+    assert_eq!(owner(&r, "a", "j"), home, "j has the same owner");
     m.put(&home, "j", "from a");
-    let mg_j = Command::MetaGet(zonecache_proto::Meta {
-        key: Bytes::from_static(b"j"),
-        ..match mg {
-            Command::MetaGet(meta) => meta,
-            _ => unreachable!(),
-        }
-    });
     let started = tokio::time::Instant::now();
-    let reply = r.run(&m, mg_j, Lane::Realtime).await.unwrap();
+    let reply = r.run(&m, mg_v(b"j"), Lane::Realtime).await.unwrap();
     assert!(
         matches!(&reply, Response::Meta(m) if m.value.as_deref() == Some(&b"from a"[..])),
         "{reply:?}"
